@@ -1,0 +1,42 @@
+# Darkroom: `make run` starts the service, `make test` runs the suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+export PORT
+export DARKROOM_PUBLIC_URL ?= http://localhost:$(PORT)
+export DARKROOM_ENVIRONMENT ?= development
+
+.PHONY: run test lint fmt init clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime
+
+init: $(VENV)/.runtime  ## prepare the instance folder and the database
+	$(BIN)/flask --app wsgi init
+
+run: init  ## web + worker from the Procfile on http://localhost:$(PORT)
+	@echo "Darkroom on http://localhost:$(PORT)  (API docs: http://localhost:$(PORT)/api/v1/docs)"
+	$(BIN)/honcho start --port $(PORT) --procfile Procfile
+
+test: $(VENV)/.dev  ## the whole test suite
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: $(VENV)/.dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

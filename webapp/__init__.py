@@ -1,0 +1,72 @@
+"""Darkroom: a self-hosted media generation service."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from webapp.config import PROJECT_ROOT, Defaults, from_environment, instance_path
+
+__version__ = "0.1.0"
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: defaults, environment, test overrides, extensions, blueprints, errors."""
+    folder = Path((test_config or {}).get("INSTANCE_PATH") or instance_path())
+    app = Flask(
+        __name__,
+        instance_path=str(folder),
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    app.config.from_object(Defaults)
+    app.config.update(from_environment())
+    app.config.from_prefixed_env("DARKROOM")
+    if test_config:
+        app.config.update(test_config)
+    finish_config(app)
+    app.json.sort_keys = False  # keep fields in the order the API guide shows them
+
+    from webapp import pages
+    from webapp.api import register_api
+    from webapp.cli import register_cli
+    from webapp.database import register_database
+    from webapp.errors import register_errors
+    from webapp.extensions import db, migrate
+    from webapp.schema import upgrade_schema
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
+    register_database(app)
+    if app.config["AUTO_MIGRATE"]:
+        upgrade_schema(app)
+    register_api(app)
+    app.register_blueprint(pages.bp)
+    register_errors(app)
+    register_cli(app)
+    return app
+
+
+def finish_config(app: Flask) -> None:
+    """Derive paths and engine options from the settled configuration."""
+    folder = Path(app.instance_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    media_root = Path(app.config.get("MEDIA_ROOT") or folder / "media")
+    media_root.mkdir(parents=True, exist_ok=True)
+    app.config["MEDIA_ROOT"] = str(media_root)
+    uri = app.config.get("SQLALCHEMY_DATABASE_URI") or f"sqlite:///{folder / 'darkroom.db'}"
+    app.config["SQLALCHEMY_DATABASE_URI"] = uri
+    if uri.startswith("sqlite"):
+        from webapp.database import sqlite_engine_options
+
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            **sqlite_engine_options(),
+            **app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}),
+        }
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )

@@ -1,0 +1,36 @@
+"""The REST API under /api/v1: blueprints, request-body docs and the offline docs page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import swagger_ui
+from flask import Blueprint, Flask, send_from_directory
+from werkzeug.wrappers import Response
+
+from webapp.api import health, jobs, media, models
+from webapp.extensions import api
+from webapp.params import JobCreate
+
+# Swagger UI's files ship inside a PyPI package, so the docs page works with no network.
+_SWAGGER_DIR = Path(swagger_ui.__file__).parent / "static"
+
+docs_assets = Blueprint("docs_assets", __name__, url_prefix="/api/v1/docs/assets")
+
+
+@docs_assets.get("/<path:filename>")
+def swagger_asset(filename: str) -> Response:
+    """Serve a Swagger UI file."""
+    return send_from_directory(_SWAGGER_DIR, filename, max_age=86400)
+
+
+def register_api(app: Flask) -> None:
+    """Bind flask-smorest, document pydantic request bodies, register the blueprints."""
+    api.init_app(app)
+    schema = JobCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in schema.pop("$defs", {}).items():
+        api.spec.components.schema(name, component=definition)
+    api.spec.components.schema("JobCreate", component=schema)
+    for module in (jobs, media, models, health):
+        api.register_blueprint(module.blp, url_prefix="/api/v1")
+    app.register_blueprint(docs_assets)

@@ -1,0 +1,61 @@
+"""Configuration defaults, overridden by the environment and then by tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def instance_path() -> Path:
+    """Return the instance folder: `DARKROOM_INSTANCE_PATH` or `./instance` of the project."""
+    return Path(os.environ.get("DARKROOM_INSTANCE_PATH") or PROJECT_ROOT / "instance").resolve()
+
+
+class Defaults:
+    """Built-in defaults; every key can be set as `DARKROOM_<KEY>` in the environment."""
+
+    SECRET_KEY = "dev-only-change-me"
+    ENVIRONMENT = "production"
+    PUBLIC_URL = ""  # empty: http://localhost:$PORT
+    DEFAULT_MODEL = ""  # empty: flux-schnell with a Replicate token, else demo
+    MAX_RETRIES = 3
+    RETENTION_DAYS = 30
+    LEASE_SECONDS = 60
+    STALE_QUEUE_SECONDS = 30
+    WORKER_CONCURRENCY = 2
+    DEMO_STEP_SECONDS = 0.25
+    RETRY_BASE_SECONDS = 2.0
+    RETRY_MAX_SECONDS = 300.0
+    AUTO_MIGRATE = True
+    MAX_CONTENT_LENGTH = 1024 * 1024
+    # flask-smorest: the OpenAPI document and the docs page live under /api/v1.
+    API_TITLE = "Darkroom"
+    API_VERSION = "v1"
+    OPENAPI_VERSION = "3.1.0"
+    OPENAPI_URL_PREFIX = "/api/v1"
+    OPENAPI_JSON_PATH = "openapi.json"
+    OPENAPI_SWAGGER_UI_PATH = "docs"
+    OPENAPI_SWAGGER_UI_URL = "/api/v1/docs/assets/"
+    SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {}
+
+
+def from_environment() -> dict[str, Any]:
+    """Read the ecosystem-named settings (`DATABASE_URL`, `PORT`, ...) from the environment."""
+    env = os.environ
+    config: dict[str, Any] = {}
+    if env.get("SECRET_KEY"):
+        config["SECRET_KEY"] = env["SECRET_KEY"]
+    if env.get("DATABASE_URL"):
+        url = env["DATABASE_URL"]
+        # Heroku-style URLs say postgres://, which SQLAlchemy 2 no longer accepts.
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url.removeprefix("postgres://")
+        config["SQLALCHEMY_DATABASE_URI"] = url
+    for key in ("REDIS_URL", "REPLICATE_API_TOKEN", "REPLICATE_BASE_URL"):
+        if env.get(key):
+            config[key] = env[key]
+    config["PORT"] = int(env.get("PORT") or 8000)
+    return config

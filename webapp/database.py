@@ -1,0 +1,68 @@
+"""Database engine settings and the write-transaction helper."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from webapp.extensions import db
+
+
+def sqlite_engine_options() -> dict[str, Any]:
+    """Engine options for SQLite: a generous busy timeout and driver autocommit off our hands."""
+    # isolation_level=None stops pysqlite from issuing its own BEGIN, so the "begin"
+    # listener below decides between BEGIN and BEGIN IMMEDIATE.
+    return {"connect_args": {"timeout": 15, "isolation_level": None, "check_same_thread": False}}
+
+
+def register_database(app: Flask) -> None:
+    """Tune SQLite connections (WAL, busy timeout, foreign keys) and dispose after fork."""
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name == "sqlite":
+        _tune_sqlite(engine)
+    # A forked child (gunicorn worker, huey process worker) must not share the parent's
+    # sockets or SQLite handles: drop the inherited pool without closing it for the parent.
+    os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    """Attach the pragma and BEGIN listeners to a SQLite engine."""
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn: Any) -> None:
+        # A write that starts DEFERRED and upgrades later can fail with "database is locked"
+        # without waiting; IMMEDIATE takes the write lock up front and honours busy_timeout.
+        immediate = conn.get_execution_options().get("sqlite_immediate")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@contextlib.contextmanager
+def write_transaction() -> Iterator[None]:
+    """Run the block in one write transaction (IMMEDIATE on SQLite), commit or roll back."""
+    session = db.session()
+    if session.in_transaction():
+        # End the read transaction a request may have opened; nothing is pending in it.
+        session.commit()
+    session.connection(execution_options={"sqlite_immediate": True})
+    try:
+        yield
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise

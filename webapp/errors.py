@@ -1,0 +1,113 @@
+"""Errors mapped to responses in one place: JSON under /api/, HTML pages elsewhere."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from webapp.jobs import JobNotCancellable, JobNotFound
+from webapp.media import MediaExpired, MediaNotFound
+from webapp.params import BodyNotJson, RequestInvalid
+
+log = logging.getLogger(__name__)
+
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id() -> str:
+    """This request's id: the client's `X-Request-ID` if sane, else a new one."""
+    if "request_id" not in g:
+        sent = request.headers.get("X-Request-ID", "")
+        g.request_id = sent if _CLIENT_ID.match(sent) else f"req_{uuid.uuid4().hex[:16]}"
+    return str(g.request_id)
+
+
+def wants_json() -> bool:
+    """API paths answer JSON; the pages answer HTML."""
+    return request.path.startswith("/api/")
+
+
+def json_error(status: int, body: dict[str, Any]) -> Response:
+    """A JSON error answer carrying the request id."""
+    response = jsonify({**body, "request_id": request_id()})
+    response.status_code = status
+    return response
+
+
+def _page_or_json(status: int, detail: str) -> Response | tuple[str, int]:
+    if wants_json():
+        return json_error(status, {"detail": detail})
+    return render_template("error.html", status=status, detail=detail), status
+
+
+def register_errors(app: Flask) -> None:
+    """Install the handlers (after flask-smorest's, so ours win) and the request-id hooks."""
+
+    @app.before_request
+    def assign_request_id() -> None:
+        request_id()
+
+    @app.after_request
+    def stamp_response(response: Response) -> Response:
+        response.headers["X-Request-ID"] = request_id()
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    @app.errorhandler(RequestInvalid)
+    def invalid(exc: RequestInvalid) -> Response:
+        return json_error(422, {"detail": exc.errors})
+
+    @app.errorhandler(BodyNotJson)
+    def not_json(exc: BodyNotJson) -> Response:
+        return json_error(400, {"detail": f"Request body is not valid JSON: {exc}"})
+
+    @app.errorhandler(JobNotFound)
+    def job_not_found(exc: JobNotFound) -> Any:
+        return _page_or_json(404, "Job not found")
+
+    @app.errorhandler(JobNotCancellable)
+    def not_cancellable(exc: JobNotCancellable) -> Any:
+        return _page_or_json(409, str(exc))
+
+    @app.errorhandler(MediaNotFound)
+    def media_not_found(exc: MediaNotFound) -> Any:
+        return _page_or_json(404, "Media not found")
+
+    @app.errorhandler(MediaExpired)
+    def media_expired(exc: MediaExpired) -> Any:
+        return _page_or_json(410, "Media has expired")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        if isinstance(exc, InternalServerError):
+            return server_error(exc)
+        status = exc.code or 500
+        detail = exc.description or exc.name
+        if status == 413:
+            limit = app.config["MAX_CONTENT_LENGTH"]
+            detail = f"Request body is larger than the limit of {limit} bytes"
+        elif status == 404 and wants_json():
+            detail = "Not found"
+        elif status == 405:
+            detail = f"Method {request.method} is not allowed here"
+        response = _page_or_json(status, detail)
+        if isinstance(response, Response):
+            for header, value in exc.get_headers():
+                if header.lower() in ("allow", "retry-after"):
+                    response.headers[header] = value
+        return response
+
+    @app.errorhandler(Exception)
+    def server_error(exc: Exception) -> Any:
+        original = getattr(exc, "original_exception", None) or exc
+        log.error("unhandled error [%s]", request_id(), exc_info=original)
+        if wants_json():
+            return json_error(
+                500, {"error": "Internal server error", "message": "An unexpected error occurred"}
+            )
+        return render_template("error.html", status=500, detail="Something went wrong"), 500

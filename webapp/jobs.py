@@ -1,0 +1,434 @@
+"""Job operations: submit, claim, heartbeat, finish, fail, cancel, reap, list, estimate.
+
+The jobs table is the queue of record and Huey only rings the doorbell: a worker claims a
+job with one guarded UPDATE that writes a fresh lease token, and every later write of that
+worker is fenced by the token, so a stalled worker that wakes up cannot overwrite a job
+that was cancelled or handed to someone else.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import secrets
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from blinker import Namespace
+from flask import current_app
+from flask_sqlalchemy.pagination import Pagination
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import selectinload
+
+from webapp.database import write_transaction
+from webapp.extensions import db
+from webapp.media import StoredImage, remove_files
+from webapp.models import ACTIVE_STATUSES, Job, JobStatus, now_utc
+from webapp.params import MAX_SEED, JobCreate, RequestInvalid
+from webapp.providers import available_models, default_model_id
+from webapp.providers.mapping import resolve_parameters
+
+log = logging.getLogger(__name__)
+
+signals = Namespace()
+# Sent with the job id after a job reaches completed, failed or cancelled (after the commit).
+# Webhook delivery connects here.
+job_finished = signals.signal("job-finished")
+
+RETRYABLE = (JobStatus.PENDING, JobStatus.RETRYING)
+
+
+class JobNotFound(Exception):
+    """No job has this id."""
+
+
+class JobNotCancellable(Exception):
+    """The job already ended and can no longer be cancelled."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"Cannot cancel job in {status} state")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on a job: the job id and the lease token that fences its writes."""
+
+    job_id: str
+    token: str
+    worker_id: str
+
+
+def worker_identity() -> str:
+    """Name this process so the reaper can tell a dead local worker from a live one."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def get_job(job_id: str) -> Job:
+    """Fetch a job or raise `JobNotFound`."""
+    job = db.session.get(Job, job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    return job
+
+
+# -- submitting -------------------------------------------------------------------------
+
+
+def submit_job(request: JobCreate, client_ip: str | None = None) -> Job:
+    """Validate a request against its model, store the job and ring the queue's doorbell."""
+    models = available_models()
+    model_id = request.model or default_model_id(models)
+    spec = models.get(model_id)
+    if spec is None:
+        choices = ", ".join(f"'{m}'" for m in models)
+        raise RequestInvalid(
+            [
+                {
+                    "type": "model_unknown",
+                    "loc": ["body", "model"],
+                    "msg": f"Input should be one of: {choices}",
+                    "input": model_id,
+                }
+            ]
+        )
+    requested = request.requested_parameters()
+    if "seed" not in requested and spec.param("seed") is not None:
+        # Recorded with the request, so anyone can reproduce the picture later.
+        requested["seed"] = secrets.randbelow(MAX_SEED + 1)
+    resolved, warnings = resolve_parameters(spec, requested)
+    job = Job(
+        id=str(uuid.uuid4()),
+        status=JobStatus.PENDING,
+        prompt=request.prompt,
+        model=spec.id,
+        parameters=requested,
+        provider_parameters=resolved,
+        warnings=warnings,
+        webhook_url=request.webhook_url,
+        client_metadata=request.metadata,
+        max_retries=int(current_app.config["MAX_RETRIES"]),
+        client_ip=client_ip,
+    )
+    with write_transaction():
+        db.session.add(job)
+    enqueue(job.id)
+    return job
+
+
+def enqueue(job_id: str, delay: float = 0) -> None:
+    """Ring the doorbell; if the queue is down the reaper rings it again later."""
+    from webapp.tasks import run_job
+
+    try:
+        if delay > 0:
+            run_job.schedule(args=(job_id,), delay=delay)
+        else:
+            run_job(job_id)
+    except Exception:
+        log.exception("could not enqueue job %s; the reaper will retry", job_id)
+
+
+def estimate_seconds(job: Job) -> int:
+    """Seconds until the job is likely done: the queue ahead of it times recent durations."""
+    ahead = db.session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.status.in_(ACTIVE_STATUSES), Job.created_at < job.created_at)
+    )
+    per_job = average_duration(job.model)
+    workers = max(1, int(current_app.config["WORKER_CONCURRENCY"]))
+    return max(1, math.ceil((ahead // workers + 1) * per_job))
+
+
+def average_duration(model_id: str, sample: int = 20) -> float:
+    """Mean run time of the model's recent completed jobs, or its typical time."""
+    rows = db.session.execute(
+        select(Job.started_at, Job.completed_at)
+        .where(Job.model == model_id, Job.status == JobStatus.COMPLETED)
+        .order_by(Job.completed_at.desc())
+        .limit(sample)
+    ).all()
+    durations = [(end - start).total_seconds() for start, end in rows if start and end]
+    if durations:
+        return max(0.1, sum(durations) / len(durations))
+    spec = available_models().get(model_id)
+    return spec.typical_seconds if spec else 10.0
+
+
+def list_jobs(page: int, per_page: int, status: str | None = None) -> Pagination:
+    """One page of jobs, newest first, optionally of one status."""
+    query = select(Job).options(selectinload(Job.media))
+    if status:
+        query = query.where(Job.status == status)
+    query = query.order_by(Job.created_at.desc(), Job.id.desc())
+    return db.paginate(query, page=page, per_page=per_page, max_per_page=100, error_out=False)
+
+
+# -- the worker's side ------------------------------------------------------------------
+
+
+def _lease_until(now: datetime) -> datetime:
+    return now + timedelta(seconds=float(current_app.config["LEASE_SECONDS"]))
+
+
+def _fenced(claim: Claim) -> Any:
+    """An UPDATE that only touches the job while this claim still holds it."""
+    return (
+        update(Job)
+        .where(
+            Job.id == claim.job_id,
+            Job.lease_token == claim.token,
+            Job.status == JobStatus.PROCESSING,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def claim_job(job_id: str, worker_id: str | None = None) -> Claim | None:
+    """Take a waiting job for this worker; None when it is not (or no longer) waiting."""
+    now = now_utc()
+    claim = Claim(job_id=job_id, token=str(uuid.uuid4()), worker_id=worker_id or worker_identity())
+    with write_transaction():
+        result = db.session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.status.in_(RETRYABLE),
+                (Job.run_after.is_(None)) | (Job.run_after <= now),
+            )
+            .values(
+                status=JobStatus.PROCESSING,
+                lease_token=claim.token,
+                lease_expires_at=_lease_until(now),
+                worker_id=claim.worker_id,
+                started_at=func.coalesce(Job.started_at, now),
+                run_after=None,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    return claim if result.rowcount == 1 else None
+
+
+def renew_lease(claim: Claim, progress: float | None = None) -> bool:
+    """Extend the lease (and record progress); False means the job is no longer ours."""
+    now = now_utc()
+    values: dict[str, Any] = {"lease_expires_at": _lease_until(now), "updated_at": now}
+    if progress is not None:
+        values["progress"] = round(max(0.0, min(100.0, progress)), 1)
+    with write_transaction():
+        result = db.session.execute(_fenced(claim).values(**values))
+    return result.rowcount == 1
+
+
+def remember_provider_job_id(claim: Claim, provider_job_id: str) -> bool:
+    """Commit the provider's id at once, so a retry resumes it instead of paying twice."""
+    with write_transaction():
+        result = db.session.execute(
+            _fenced(claim).values(provider_job_id=provider_job_id, updated_at=now_utc())
+        )
+    return result.rowcount == 1
+
+
+def complete_job(claim: Claim, outputs: list[StoredImage]) -> bool:
+    """Record the outputs and mark the job completed; False (files removed) if it was lost."""
+    now = now_utc()
+    try:
+        with write_transaction():
+            result = db.session.execute(
+                _fenced(claim).values(
+                    status=JobStatus.COMPLETED,
+                    progress=100.0,
+                    completed_at=now,
+                    lease_token=None,
+                    lease_expires_at=None,
+                    error_message=None,
+                    updated_at=now,
+                )
+            )
+            if result.rowcount != 1:
+                raise _LostLease
+            db.session.add_all(out.to_media(claim.job_id, i, now) for i, out in enumerate(outputs))
+    except _LostLease:
+        for out in outputs:
+            remove_files(out.storage_path, out.thumbnail_path)
+        return False
+    job_finished.send(current_app._get_current_object(), job_id=claim.job_id)
+    return True
+
+
+class _LostLease(Exception):
+    """Raised inside a transaction to roll it back when the fence refused the write."""
+
+
+def retry_delay(retry_count: int, retry_after: float | None = None) -> float:
+    """Exponential backoff with full jitter, never sooner than the provider asked."""
+    base = float(current_app.config["RETRY_BASE_SECONDS"])
+    cap = float(current_app.config["RETRY_MAX_SECONDS"])
+    delay = random.uniform(base, min(cap, base * 2**retry_count))
+    return max(delay, retry_after or 0.0)
+
+
+def fail_attempt(
+    claim: Claim,
+    message: str,
+    *,
+    transient: bool,
+    details: dict[str, Any] | None = None,
+    retry_after: float | None = None,
+) -> str | None:
+    """End an attempt that failed: retry later if allowed, else fail. Returns the new status."""
+    job = db.session.get(Job, claim.job_id, populate_existing=True)
+    if job is None:
+        return None
+    now = now_utc()
+    if transient and job.retry_count < job.max_retries:
+        delay = retry_delay(job.retry_count, retry_after)
+        with write_transaction():
+            result = db.session.execute(
+                _fenced(claim)
+                .where(Job.retry_count < Job.max_retries)
+                .values(
+                    status=JobStatus.RETRYING,
+                    retry_count=Job.retry_count + 1,
+                    run_after=now + timedelta(seconds=delay),
+                    lease_token=None,
+                    lease_expires_at=None,
+                    error_message=message,
+                    updated_at=now,
+                )
+            )
+        if result.rowcount == 1:
+            enqueue(claim.job_id, delay=delay)
+            return JobStatus.RETRYING
+    with write_transaction():
+        result = db.session.execute(
+            _fenced(claim).values(
+                status=JobStatus.FAILED,
+                completed_at=now,
+                lease_token=None,
+                lease_expires_at=None,
+                error_message=message,
+                error_details={
+                    **(details or {}),
+                    "retry_count": job.retry_count,
+                    "max_retries": job.max_retries,
+                },
+                updated_at=now,
+            )
+        )
+    if result.rowcount != 1:
+        return None
+    job_finished.send(current_app._get_current_object(), job_id=claim.job_id)
+    return JobStatus.FAILED
+
+
+# -- cancelling -------------------------------------------------------------------------
+
+
+def cancel_job(job_id: str) -> Job:
+    """Cancel a waiting or running job at once; the fence keeps a late result out."""
+    now = now_utc()
+    with write_transaction():
+        result = db.session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(ACTIVE_STATUSES))
+            .values(
+                status=JobStatus.CANCELLED,
+                completed_at=now,
+                lease_token=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    job = db.session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        raise JobNotFound(job_id)
+    if result.rowcount != 1:
+        raise JobNotCancellable(job.status)
+    if job.provider_job_id:
+        from webapp.tasks import cancel_upstream
+
+        try:
+            cancel_upstream(job.id)
+        except Exception:
+            log.exception("could not queue the upstream cancel of job %s", job.id)
+    job_finished.send(current_app._get_current_object(), job_id=job.id)
+    return job
+
+
+# -- upkeep -----------------------------------------------------------------------------
+
+
+def _local_worker_is_dead(worker_id: str | None) -> bool:
+    """True when the worker ran on this host and its process is gone."""
+    if not worker_id:
+        return False
+    host, _, pid_text = worker_id.rpartition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def reap(queued_job_ids: set[str] | None = None) -> dict[str, int]:
+    """Recover jobs whose worker died and re-ring the doorbell for jobs whose message was lost.
+
+    A job whose lease expired, or whose worker process on this host is gone, goes back to
+    `retrying` (a crash counts as an attempt) or ends `failed` once its retries are spent.
+    A waiting job that is not in the queue (`queued_job_ids`, when known) and has waited
+    longer than `STALE_QUEUE_SECONDS` is enqueued again; duplicates are harmless because a
+    claim only succeeds once.
+    """
+    now = now_utc()
+    counts = {"requeued": 0, "failed": 0, "reenqueued": 0}
+    running = db.session.execute(
+        select(Job.id, Job.lease_token, Job.lease_expires_at, Job.worker_id).where(
+            Job.status == JobStatus.PROCESSING
+        )
+    ).all()
+    for job_id, token, expires, worker_id in running:
+        if not ((expires is not None and expires <= now) or _local_worker_is_dead(worker_id)):
+            continue
+        claim = Claim(job_id=job_id, token=token or "", worker_id=worker_id or "")
+        status = fail_attempt(
+            claim,
+            "The worker running this job stopped before it finished",
+            transient=True,
+            details={"reason": "worker_lost"},
+        )
+        if status == JobStatus.RETRYING:
+            counts["requeued"] += 1
+        elif status == JobStatus.FAILED:
+            counts["failed"] += 1
+    stale_before = now - timedelta(seconds=float(current_app.config["STALE_QUEUE_SECONDS"]))
+    waiting = db.session.execute(
+        select(Job.id, Job.run_after).where(
+            Job.status.in_(RETRYABLE),
+            func.coalesce(Job.run_after, Job.updated_at) <= stale_before,
+        )
+    ).all()
+    for job_id, _run_after in waiting:
+        if queued_job_ids is not None and job_id in queued_job_ids:
+            continue
+        enqueue(job_id)
+        counts["reenqueued"] += 1
+    db.session.commit()
+    if any(counts.values()):
+        log.info("reaper: %s", counts)
+    return counts

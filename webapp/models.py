@@ -1,0 +1,158 @@
+"""Database models: jobs, their media, and the workers seen recently."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, TypeDecorator
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from webapp.extensions import db
+
+
+def now_utc() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """Return a fresh random UUID as a string."""
+    return str(uuid.uuid4())
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as naive UTC and always read back as aware UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert aware datetimes to naive UTC before storing."""
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Mark stored values as UTC."""
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+class JobStatus(enum.StrEnum):
+    """The job state machine's states."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the state never changes again."""
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+ACTIVE_STATUSES = (JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.RETRYING)
+
+
+class Job(db.Model):
+    """One generation request and its progress through the state machine."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_created_at", "created_at", "id"),
+        Index("ix_jobs_status_created_at", "status", "created_at", "id"),
+        Index("ix_jobs_model_completed_at", "model", "completed_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.PENDING)
+    prompt: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(64))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    provider_parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    # "metadata" is reserved on declarative classes, so the attribute is named differently.
+    client_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    progress: Mapped[float] = mapped_column(default=0.0)
+    retry_count: Mapped[int] = mapped_column(default=0)
+    max_retries: Mapped[int] = mapped_column(default=3)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    error_details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    lease_token: Mapped[str | None] = mapped_column(String(36))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    worker_id: Mapped[str | None] = mapped_column(String(128))
+    provider_job_id: Mapped[str | None] = mapped_column(String(128))
+    client_ip: Mapped[str | None] = mapped_column(String(64))
+    run_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, onupdate=now_utc)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    media: Mapped[list[Media]] = relationship(
+        back_populates="job", order_by="Media.position", passive_deletes=True
+    )
+
+    @property
+    def status_enum(self) -> JobStatus:
+        """The status as an enum member."""
+        return JobStatus(self.status)
+
+    @property
+    def media_or_none(self) -> list[Media] | None:
+        """The outputs, or None while there are none (as the API guide shows)."""
+        return list(self.media) or None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """Seconds from the first start to the end, once both are known."""
+        if self.started_at is None or self.completed_at is None:
+            return None
+        return round((self.completed_at - self.started_at).total_seconds(), 3)
+
+
+class Media(db.Model):
+    """A stored output file of a job, with its thumbnail."""
+
+    __tablename__ = "media"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(default=0)
+    type: Mapped[str] = mapped_column(String(16), default="image")
+    mime_type: Mapped[str] = mapped_column(String(64))
+    file_extension: Mapped[str] = mapped_column(String(8))
+    storage_path: Mapped[str] = mapped_column(String(255))
+    thumbnail_path: Mapped[str | None] = mapped_column(String(255))
+    file_size_bytes: Mapped[int]
+    width: Mapped[int]
+    height: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+
+    job: Mapped[Job] = relationship(back_populates="media")
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        """Whether the retention period has passed."""
+        return self.expires_at is not None and self.expires_at <= (now or now_utc())
+
+
+class WorkerBeat(db.Model):
+    """A queue consumer process and when it last said it was alive."""
+
+    __tablename__ = "worker_beats"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int]
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)

@@ -1,0 +1,194 @@
+"""Validation of job requests, with errors in the API guide's 422 shape.
+
+The guide's error shape (`type`, `loc`, `msg`, `input`, "String should have at least 1
+character") is pydantic's, word for word, so pydantic validates requests here instead of a
+hand-made translation of marshmallow's messages. flask-smorest still documents and serializes
+responses with marshmallow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import unicodedata
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
+
+from webapp.providers.base import ASPECT_RATIOS, OUTPUT_FORMATS
+
+MAX_PROMPT = 2000
+MAX_URL = 2048
+MAX_METADATA_BYTES = 16 * 1024
+MAX_SEED = 2_147_483_647
+
+# The guide spells two of pydantic's error types in their older, shorter form.
+_TYPE_NAMES = {"greater_than_equal": "greater_equal", "less_than_equal": "less_equal"}
+
+
+class RequestInvalid(Exception):
+    """A request failed validation; `errors` are in the guide's 422 shape."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(errors)} validation error(s)")
+        self.errors = errors
+
+
+class BodyNotJson(Exception):
+    """The request body could not be parsed as JSON."""
+
+
+def _check_text(value: str) -> str:
+    """Refuse blank text and control characters other than newline and tab."""
+    if not value.strip():
+        raise PydanticCustomError("string_blank", "String should not be blank")
+    for char in value:
+        if char in "\n\t":
+            continue
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise PydanticCustomError(
+                "string_control_character",
+                "String should not contain control characters (found {code})",
+                {"code": f"U+{ord(char):04X}"},
+            )
+    return value
+
+
+def _check_optional_text(value: str) -> str:
+    """Like `_check_text`, but an empty string is allowed."""
+    return _check_text(value) if value else value
+
+
+def _check_http_url(value: str) -> str:
+    """Accept only absolute http(s) URLs with a host."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise PydanticCustomError("url_parsing", "Input should be a valid URL") from exc
+    if parts.scheme.lower() not in ("http", "https"):
+        raise PydanticCustomError("url_scheme", "URL scheme should be 'http' or 'https'")
+    if not parts.hostname or any(c.isspace() or ord(c) < 32 for c in value):
+        raise PydanticCustomError("url_parsing", "Input should be a valid URL")
+    return value
+
+
+def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    """Keep metadata small enough to store and echo back."""
+    size = len(json.dumps(value, ensure_ascii=False).encode())
+    if size > MAX_METADATA_BYTES:
+        raise PydanticCustomError(
+            "metadata_too_large",
+            "Metadata should be at most {limit} bytes as JSON, got {size}",
+            {"limit": MAX_METADATA_BYTES, "size": size},
+        )
+    return value
+
+
+Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT), AfterValidator(_check_text)]
+
+
+class GenerationParameters(BaseModel):
+    """The generation parameters of the guide, with its global bounds."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+    width: int | None = Field(None, ge=128, le=2048)
+    height: int | None = Field(None, ge=128, le=2048)
+    aspect_ratio: Literal[ASPECT_RATIOS] | None = None  # type: ignore[valid-type]
+    num_inference_steps: int | None = Field(None, ge=1, le=500)
+    guidance_scale: float | None = Field(None, ge=0, le=50)
+    negative_prompt: (
+        Annotated[str, Field(max_length=MAX_PROMPT), AfterValidator(_check_optional_text)] | None
+    ) = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    output_format: Literal[OUTPUT_FORMATS] | None = None  # type: ignore[valid-type]
+    output_quality: int | None = Field(None, ge=1, le=100)
+    num_outputs: int | None = Field(None, ge=1, le=4)
+
+
+class JobCreate(BaseModel):
+    """The body of `POST /jobs/generate`."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    prompt: Prompt
+    model: str | None = Field(None, max_length=64)
+    parameters: GenerationParameters | None = None
+    webhook_url: (
+        Annotated[str, Field(max_length=MAX_URL), AfterValidator(_check_http_url)] | None
+    ) = None
+    metadata: Annotated[dict[str, Any], AfterValidator(_check_metadata)] | None = None
+
+    def requested_parameters(self) -> dict[str, Any]:
+        """The parameters the client set, without the ones left out."""
+        if self.parameters is None:
+            return {}
+        return self.parameters.model_dump(exclude_unset=True, exclude_none=True)
+
+
+class JobListArgs(BaseModel):
+    """The query string of `GET /jobs`."""
+
+    # Unknown query keys are ignored: clients add cache busters.
+    model_config = ConfigDict(extra="ignore")
+
+    page: int = Field(1, ge=1, le=1_000_000)
+    per_page: int = Field(20, ge=1, le=100)
+    status: (
+        Literal["pending", "processing", "retrying", "completed", "failed", "cancelled"] | None
+    ) = None
+
+
+def guide_errors(exc: ValidationError, location: str) -> list[dict[str, Any]]:
+    """Turn pydantic's errors into the guide's list, prefixing `loc` with body/query."""
+    errors = []
+    for err in exc.errors(include_url=False, include_context=False):
+        errors.append(
+            {
+                "type": _TYPE_NAMES.get(err["type"], err["type"]),
+                "loc": [location, *err["loc"]],
+                "msg": err["msg"],
+                "input": _json_safe(err.get("input")),
+            }
+        )
+    return errors
+
+
+def _json_safe(value: Any) -> Any:
+    """Make an offending input representable in JSON (NaN and Infinity are not)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def parse_job_create(body: bytes) -> JobCreate:
+    """Validate a raw JSON request body; raise `BodyNotJson` or `RequestInvalid`."""
+    try:
+        return JobCreate.model_validate_json(body)
+    except ValidationError as exc:
+        if any(err["type"] == "json_invalid" for err in exc.errors()):
+            raise BodyNotJson(exc.errors()[0]["msg"]) from exc
+        raise RequestInvalid(guide_errors(exc, "body")) from exc
+
+
+def parse_job_data(data: dict[str, Any]) -> JobCreate:
+    """Validate an already-decoded request (the browser form); raise `RequestInvalid`."""
+    try:
+        return JobCreate.model_validate(data)
+    except ValidationError as exc:
+        raise RequestInvalid(guide_errors(exc, "body")) from exc
+
+
+def parse_list_args(args: dict[str, Any]) -> JobListArgs:
+    """Validate the query string of the job listing; raise `RequestInvalid`."""
+    try:
+        return JobListArgs.model_validate(args)
+    except ValidationError as exc:
+        raise RequestInvalid(guide_errors(exc, "query")) from exc

@@ -1,0 +1,33 @@
+"""Public URLs of resources, built from `DARKROOM_PUBLIC_URL` (no request needed)."""
+
+from __future__ import annotations
+
+from flask import current_app
+
+API_PREFIX = "/api/v1"
+
+
+def public_base() -> str:
+    """The absolute base URL clients reach us at."""
+    configured = str(current_app.config.get("PUBLIC_URL") or "").rstrip("/")
+    return configured or f"http://localhost:{current_app.config['PORT']}"
+
+
+def absolute(path: str) -> str:
+    """Make a site path absolute."""
+    return public_base() + path
+
+
+def job_status_path(job_id: str) -> str:
+    """Where a job's status is read."""
+    return f"{API_PREFIX}/jobs/status/{job_id}"
+
+
+def media_path(media_id: str) -> str:
+    """Where a media file is downloaded."""
+    return f"{API_PREFIX}/media/{media_id}"
+
+
+def thumbnail_path(media_id: str) -> str:
+    """Where a media item's thumbnail is downloaded."""
+    return f"{API_PREFIX}/media/{media_id}/thumbnail"

@@ -1,0 +1,5 @@
+"""The web process's entry point: `gunicorn wsgi:app`."""
+
+from webapp import create_app
+
+app = create_app()
