@@ -25,7 +25,7 @@ init: $(VENV)/.runtime  ## prepare the instance folder and the database
 
 run: init  ## web + worker from the Procfile on http://localhost:$(PORT)
 	@echo "Darkroom on http://localhost:$(PORT)  (API docs: http://localhost:$(PORT)/api/v1/docs)"
-	$(BIN)/honcho start --port $(PORT) --procfile Procfile
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port $(PORT) --procfile Procfile
 
 test: $(VENV)/.dev  ## the whole test suite
 	$(BIN)/python -m pytest

@@ -66,7 +66,11 @@ def finish_config(app: Flask) -> None:
             **sqlite_engine_options(),
             **app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}),
         }
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+    logger = logging.getLogger("webapp")
+    if not logger.handlers:
+        # gunicorn and huey configure only their own loggers; ours print beside theirs.
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
