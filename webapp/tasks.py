@@ -195,15 +195,18 @@ def beat(worker_id: str) -> None:
     db.session.commit()
 
 
-_started = threading.Event()
+_started = False
+_start_lock = threading.Lock()
 
 
 @huey.on_startup()
 def on_consumer_start() -> None:
     """Once per consumer process: recover what a previous crash left, then keep a heartbeat."""
-    if _started.is_set():
-        return
-    _started.set()
+    global _started
+    with _start_lock:  # every worker thread runs the start-up hooks
+        if _started:
+            return
+        _started = True
     app = worker_app()
     worker_id = jobs.worker_identity()
     with app.app_context():
