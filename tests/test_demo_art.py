@@ -1,34 +1,18 @@
-"""Tests for the demo model's offline picture generator (webapp/providers/demo_art.py)."""
+"""Tests for the demo model's offline picture generator (webapp/providers/demo_art/)."""
 
 import hashlib
-import importlib.util
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-MODULE_PATH = Path(__file__).resolve().parents[1] / "webapp" / "providers" / "demo_art.py"
-MODULE_NAME = "_darkroom_demo_art_under_test"
+from webapp.providers.demo_art import MOTIF_WORDS, PALETTE_WORDS, render_image
 
-
-def _load_module() -> ModuleType:
-    """Import demo_art by file path so the test does not depend on the package __init__ files."""
-    spec = importlib.util.spec_from_file_location(MODULE_NAME, MODULE_PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses resolve their module through sys.modules, so register it before executing.
-    sys.modules[MODULE_NAME] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-demo_art = _load_module()
-render_image = demo_art.render_image
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 PROMPTS = [
     "A beautiful sunset over mountains with vibrant colors",
@@ -39,14 +23,11 @@ PROMPTS = [
     "a cat playing the piano",
 ]
 
-# Same script in a child process: loads the module by path and prints the pixel digest.
+# Same import in a child process (run from the project root), printing the pixel digest.
 CHILD_SCRIPT = """
-import hashlib, importlib.util, sys
-spec = importlib.util.spec_from_file_location("demo_art_child", sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-sys.modules["demo_art_child"] = module
-spec.loader.exec_module(module)
-img = module.render_image(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+import hashlib, sys
+from webapp.providers.demo_art import render_image
+img = render_image(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
 print(hashlib.sha256(img.tobytes()).hexdigest())
 """
 
@@ -76,12 +57,13 @@ def test_identical_across_processes(hash_seed: str) -> None:
     prompt, seed, width, height = "A beautiful sunset over mountains, forest & sea", 987, 256, 160
     expected = _digest(render_image(prompt, seed, width, height))
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-    args = [str(MODULE_PATH), prompt, str(seed), str(width), str(height)]
+    args = [prompt, str(seed), str(width), str(height)]
     result = subprocess.run(
         [sys.executable, "-c", CHILD_SCRIPT, *args],
         capture_output=True,
         text=True,
         env=env,
+        cwd=PROJECT_ROOT,
         check=True,
         timeout=120,
     )
@@ -181,23 +163,19 @@ def test_odd_prompts_still_render(prompt: str) -> None:
 
 def test_vocabularies_are_exposed() -> None:
     """The recognised words are public and contain the documented examples."""
-    assert isinstance(demo_art.PALETTE_WORDS, frozenset)
-    assert isinstance(demo_art.MOTIF_WORDS, frozenset)
-    assert len(demo_art.PALETTE_WORDS) >= 60
-    assert {"sunset", "ocean", "forest", "night", "snow", "fire", "gold", "neon"} <= (
-        demo_art.PALETTE_WORDS
-    )
+    assert isinstance(PALETTE_WORDS, frozenset)
+    assert isinstance(MOTIF_WORDS, frozenset)
+    assert len(PALETTE_WORDS) >= 60
+    assert {"sunset", "ocean", "forest", "night", "snow", "fire", "gold", "neon"} <= PALETTE_WORDS
     assert {"red", "green", "blue", "yellow", "purple", "orange", "black", "white"} <= (
-        demo_art.PALETTE_WORDS
+        PALETTE_WORDS
     )
-    assert {"mountain", "mountains", "city", "sun", "moon", "sea", "tree", "stars"} <= (
-        demo_art.MOTIF_WORDS
-    )
+    assert {"mountain", "mountains", "city", "sun", "moon", "sea", "tree", "stars"} <= MOTIF_WORDS
 
 
 def test_every_vocabulary_word_renders() -> None:
     """Each recognised word alone (and in upper case) draws without error."""
-    words = sorted(demo_art.PALETTE_WORDS | demo_art.MOTIF_WORDS)
+    words = sorted(PALETTE_WORDS | MOTIF_WORDS)
     for word in words:
         for prompt in (word, word.upper() + "!"):
             img = render_image(prompt, 3, 64, 48)
