@@ -7,7 +7,7 @@ import re
 import uuid
 from typing import Any
 
-from flask import Flask, Response, g, jsonify, render_template, request
+from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from webapp.jobs import JobNotCancellable, JobNotFound
@@ -16,15 +16,20 @@ from webapp.params import BodyNotJson, RequestInvalid
 
 log = logging.getLogger(__name__)
 
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_REQUEST_ID_KEY = "darkroom.request_id"
 
 
 def request_id() -> str:
     """This request's id: the client's `X-Request-ID` if sane, else a new one."""
-    if "request_id" not in g:
+    # Kept on the request, not on `g`: `g` belongs to the app context, which several
+    # requests share whenever one is already pushed (tests, CLI), and would leak ids.
+    if _REQUEST_ID_KEY not in request.environ:
         sent = request.headers.get("X-Request-ID", "")
-        g.request_id = sent if _CLIENT_ID.match(sent) else f"req_{uuid.uuid4().hex[:16]}"
-    return str(g.request_id)
+        request.environ[_REQUEST_ID_KEY] = (
+            sent if _CLIENT_ID.fullmatch(sent) else f"req_{uuid.uuid4().hex[:16]}"
+        )
+    return str(request.environ[_REQUEST_ID_KEY])
 
 
 def wants_json() -> bool:

@@ -41,10 +41,11 @@ class BodyNotJson(Exception):
 
 
 def _check_text(value: str) -> str:
-    """Refuse blank text and control characters other than newline and tab."""
+    """Refuse blank text and control characters other than newline (LF or CRLF) and tab."""
     if not value.strip():
         raise PydanticCustomError("string_blank", "String should not be blank")
-    for char in value:
+    # Browsers submit a textarea's line breaks as CRLF, so a CR before LF is a newline too.
+    for char in value.replace("\r\n", "\n"):
         if char in "\n\t":
             continue
         if unicodedata.category(char) in ("Cc", "Cs"):
@@ -76,8 +77,13 @@ def _check_http_url(value: str) -> str:
 
 
 def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
-    """Keep metadata small enough to store and echo back."""
-    size = len(json.dumps(value, ensure_ascii=False).encode())
+    """Keep metadata small enough to store and echo back, and valid JSON (no NaN)."""
+    try:
+        size = len(json.dumps(value, ensure_ascii=False, allow_nan=False).encode())
+    except ValueError as exc:
+        raise PydanticCustomError(
+            "finite_number", "Metadata numbers should be finite (no NaN or Infinity)"
+        ) from exc
     if size > MAX_METADATA_BYTES:
         raise PydanticCustomError(
             "metadata_too_large",
@@ -115,7 +121,7 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
     prompt: Prompt
-    model: str | None = Field(None, max_length=64)
+    model: str | None = Field(None, min_length=1, max_length=64)
     parameters: GenerationParameters | None = None
     webhook_url: (
         Annotated[str, Field(max_length=MAX_URL), AfterValidator(_check_http_url)] | None
