@@ -274,7 +274,8 @@ def test_docs_page_loads_swagger_ui_from_our_own_server(client: FlaskClient) -> 
         assert asset.startswith("/") and not asset.startswith("//"), asset
         answer = client.get(asset)
         assert answer.status_code == 200, asset
-        assert len(answer.data) > 1000, asset
+        if "swagger" in asset:
+            assert len(answer.data) > 1000, asset
         if asset.endswith(".js"):
             assert "javascript" in answer.mimetype
         elif asset.endswith(".css"):

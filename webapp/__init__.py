@@ -29,14 +29,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.update(test_config)
     finish_config(app)
     app.json.sort_keys = False  # keep fields in the order the API guide shows them
+    app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True
 
     from webapp import pages
-    from webapp.api import register_api
+    from webapp.api import api_blueprints, register_api
     from webapp.cli import register_cli
     from webapp.database import register_database
     from webapp.errors import register_errors
     from webapp.extensions import db, migrate
     from webapp.schema import upgrade_schema
+    from webapp.security import register_security
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
@@ -44,6 +46,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if app.config["AUTO_MIGRATE"]:
         upgrade_schema(app)
     register_api(app)
+    register_security(app, api_blueprints())
     app.register_blueprint(pages.bp)
     register_errors(app)
     register_cli(app)

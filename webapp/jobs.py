@@ -8,6 +8,7 @@ that was cancelled or handed to someone else.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -22,13 +23,13 @@ from typing import Any
 from blinker import Namespace
 from flask import current_app
 from flask_sqlalchemy.pagination import Pagination
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import selectinload
 
 from webapp.database import write_transaction
 from webapp.extensions import db
 from webapp.media import StoredImage, remove_files
-from webapp.models import ACTIVE_STATUSES, Job, JobStatus, now_utc
+from webapp.models import ACTIVE_STATUSES, Job, JobStatus, Media, now_utc
 from webapp.params import MAX_SEED, JobCreate, RequestInvalid
 from webapp.providers import available_models, default_model_id
 from webapp.providers.mapping import resolve_parameters
@@ -362,6 +363,21 @@ def cancel_job(job_id: str) -> Job:
             log.exception("could not queue the upstream cancel of job %s", job.id)
     job_finished.send(current_app._get_current_object(), job_id=job.id)
     return job
+
+
+def delete_job(job_id: str) -> None:
+    """Delete a job with its media rows and files; a running job is cancelled first."""
+    with contextlib.suppress(JobNotCancellable):
+        cancel_job(job_id)
+    with write_transaction():
+        job = db.session.get(Job, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        paths = [p for m in job.media for p in (m.storage_path, m.thumbnail_path)]
+        db.session.execute(delete(Media).where(Media.job_id == job_id))
+        db.session.delete(job)
+    # Files go after the commit: a failed commit must not leave rows without their files.
+    remove_files(*paths)
 
 
 # -- upkeep -----------------------------------------------------------------------------

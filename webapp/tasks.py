@@ -17,6 +17,7 @@ from flask import Flask, current_app, has_app_context
 from huey import crontab
 
 from webapp import jobs
+from webapp.database import write_transaction
 from webapp.extensions import db, huey
 from webapp.media import remove_files, store_image
 from webapp.models import Job, JobStatus, WorkerBeat, now_utc
@@ -186,13 +187,15 @@ def upkeep() -> None:
 def beat(worker_id: str) -> None:
     """Record that this consumer process is alive."""
     now = now_utc()
-    row = db.session.get(WorkerBeat, worker_id)
-    if row is None:
-        host, _, pid = worker_id.rpartition(":")
-        db.session.add(WorkerBeat(id=worker_id, hostname=host, pid=int(pid), last_seen=now))
-    else:
-        row.last_seen = now
-    db.session.commit()
+    # IMMEDIATE: a read that upgrades to a write fails at once with "database is locked"
+    # when a job claim commits in between, and that used to skip the start-up reap.
+    with write_transaction():
+        row = db.session.get(WorkerBeat, worker_id)
+        if row is None:
+            host, _, pid = worker_id.rpartition(":")
+            db.session.add(WorkerBeat(id=worker_id, hostname=host, pid=int(pid), last_seen=now))
+        else:
+            row.last_seen = now
 
 
 _started = False

@@ -24,6 +24,14 @@ def swagger_asset(filename: str) -> Response:
     return send_from_directory(_SWAGGER_DIR, filename, max_age=86400)
 
 
+API_MODULES = (jobs, media, models, health)
+
+
+def api_blueprints() -> list:
+    """The /api/v1 blueprints (JSON, no cookies: exempt from CSRF)."""
+    return [module.blp for module in API_MODULES]
+
+
 def register_api(app: Flask) -> None:
     """Bind flask-smorest, document pydantic request bodies, register the blueprints."""
     api.init_app(app)
@@ -31,6 +39,6 @@ def register_api(app: Flask) -> None:
     for name, definition in schema.pop("$defs", {}).items():
         api.spec.components.schema(name, component=definition)
     api.spec.components.schema("JobCreate", component=schema)
-    for module in (jobs, media, models, health):
-        api.register_blueprint(module.blp, url_prefix="/api/v1")
+    for blp in api_blueprints():
+        api.register_blueprint(blp, url_prefix="/api/v1")
     app.register_blueprint(docs_assets)

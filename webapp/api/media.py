@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Response, send_file
+from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -12,29 +12,6 @@ from webapp.api.schemas import MediaInfoSchema
 from webapp.models import Media
 
 blp = Blueprint("media", __name__, description="Download and manage generated media")
-
-# Files never change once written (a new picture gets a new id), so caches may keep them.
-CACHE_SECONDS = 86400
-
-
-def _send(relative: str, mimetype: str, download_name: str, etag: str) -> Response:
-    """Stream a stored file with conditional and range support."""
-    try:
-        path = storage.resolve(relative)
-        response = send_file(
-            path,
-            mimetype=mimetype,
-            download_name=download_name,
-            as_attachment=False,
-            conditional=True,
-            etag=etag,
-            max_age=CACHE_SECONDS,
-        )
-    except FileNotFoundError as exc:
-        raise storage.MediaNotFound(relative) from exc
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
-
 
 IMAGE = {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}
 
@@ -53,10 +30,7 @@ class MediaById(MethodView):
     @errors(404, 410)
     def get(self, media_id: str) -> Response:
         """Download the file (supports ETag and Range)"""
-        item = storage.get_live_media(media_id)
-        return _send(
-            item.storage_path, item.mime_type, f"{item.id}{item.file_extension}", item.sha256
-        )
+        return storage.send_media(storage.get_live_media(media_id))
 
     @blp.response(204)
     @errors(404)
@@ -78,12 +52,7 @@ class MediaThumbnail(MethodView):
     @errors(404, 410)
     def get(self, media_id: str) -> Response:
         """Download the WebP thumbnail"""
-        item = storage.get_live_media(media_id)
-        if not item.thumbnail_path:
-            raise storage.MediaNotFound(media_id)
-        return _send(
-            item.thumbnail_path, "image/webp", f"{item.id}-thumbnail.webp", f"t-{item.sha256}"
-        )
+        return storage.send_thumbnail(storage.get_live_media(media_id))
 
 
 @blp.route("/media/<string:media_id>/info")

@@ -1,0 +1,188 @@
+"""HTML pages: create, watch and browse on `/`, one job on `/jobs/<id>`."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, redirect, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
+
+from webapp import jobs
+from webapp import media as storage
+from webapp.gallery import gallery_page, jobs_by_ids, queue_counts
+from webapp.htmx import fragment, render, wants_partial
+from webapp.models import JobStatus
+from webapp.pages.forms import FormState, curl_command, errors_by_field, prefill, request_data
+from webapp.params import RequestInvalid, parse_job_data
+from webapp.providers import available_models, default_model_id, get_model
+
+bp = Blueprint("pages", __name__)
+bp.add_app_template_global(curl_command)
+
+STATUS_FILTERS = ("active", *(s.value for s in JobStatus))
+
+
+@bp.app_template_filter("iso")
+def iso(value: datetime | None) -> str:
+    """A timestamp as the API writes it: ISO 8601 UTC with a Z."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else ""
+
+
+def _filters() -> dict[str, str]:
+    """The gallery's search and status filter from the query string, cleaned."""
+    query = " ".join(request.args.get("q", "").split())[:200]
+    status = request.args.get("status", "")
+    return {"q": query, "status": status if status in STATUS_FILTERS else ""}
+
+
+def _model(model_id: str | None) -> Any:
+    return get_model(model_id or "") or get_model(default_model_id())
+
+
+def _page_context(form: FormState) -> dict[str, Any]:
+    """Everything the index page shows around the form."""
+    filters = _filters()
+    page = gallery_page(None, filters["q"], filters["status"])
+    return {
+        "form": form,
+        "models": available_models(),
+        "filters": filters,
+        "page": page,
+        "counts": queue_counts(),
+        "active": any(not j.status_enum.terminal for j in page.jobs),
+    }
+
+
+@bp.get("/")
+def index() -> Response:
+    """The create form, the live queue and the gallery."""
+    values: dict[str, Any] = {}
+    model_id = request.args.get("model")
+    remix_id = request.args.get("remix")
+    if remix_id:
+        source = jobs.get_job(remix_id)
+        values = prefill(source, new_seed=request.args.get("seed") == "new")
+        model_id = source.model
+    form = FormState(_model(model_id), values=values)
+    return render("index.html", "index.html", **_page_context(form))
+
+
+@bp.get("/gallery")
+def gallery() -> BaseResponse:
+    """One gallery page (search, filter, infinite scroll); full page without htmx."""
+    filters = _filters()
+    if not wants_partial():
+        return redirect(url_for(".index", **{k: v for k, v in filters.items() if v}))
+    cursor = request.args.get("cursor")
+    page = gallery_page(cursor, filters["q"], filters["status"])
+    response = fragment("partials/gallery_page.html", page=page, filters=filters, first=not cursor)
+    if not cursor:
+        # The address bar follows the search, so it can be bookmarked and Back works.
+        response.headers["HX-Push-Url"] = url_for(
+            ".index", **{k: v for k, v in filters.items() if v}
+        )
+    return response
+
+
+@bp.post("/jobs")
+def create() -> BaseResponse:
+    """Submit the create form through the same domain function as the API."""
+    spec = _model(request.form.get("model"))
+    try:
+        job = jobs.submit_job(
+            parse_job_data(request_data(request.form, spec)), client_ip=request.remote_addr
+        )
+    except RequestInvalid as exc:
+        form = FormState(spec, values=request.form.to_dict(), errors=errors_by_field(exc.errors))
+        if wants_partial():
+            response = fragment(
+                "partials/create_form.html", 422, form=form, models=available_models()
+            )
+            response.headers["HX-Retarget"] = "#create-form"
+            response.headers["HX-Reswap"] = "outerHTML"
+            return response
+        return render("index.html", "index.html", 422, **_page_context(form))
+    if not wants_partial():
+        return redirect(url_for(".index"), 303)
+    return fragment("partials/created.html", job=job, counts=queue_counts())
+
+
+@bp.get("/poll")
+def poll() -> Response:
+    """One request refreshes every running card and detail on the page (out-of-band swaps)."""
+    cards = jobs_by_ids(request.args.getlist("id"))
+    details = jobs_by_ids(request.args.getlist("detail"))
+    active = any(not j.status_enum.terminal for j in (*cards, *details))
+    return fragment(
+        "partials/poll.html", cards=cards, details=details, counts=queue_counts(), active=active
+    )
+
+
+@bp.get("/partials/advanced")
+def advanced() -> Response:
+    """The Advanced fields of the chosen model."""
+    return fragment("partials/advanced.html", form=FormState(_model(request.args.get("model"))))
+
+
+@bp.get("/jobs/<job_id>")
+def job_page(job_id: str) -> Response:
+    """Everything about one job."""
+    job = jobs.get_job(job_id)
+    return render("job.html", "job.html", job=job, curl=curl_command(job), counts=queue_counts())
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def cancel(job_id: str) -> BaseResponse:
+    """Cancel a job; a job that ended meanwhile is simply shown as it is."""
+    with contextlib.suppress(jobs.JobNotCancellable):
+        jobs.cancel_job(job_id)
+    job = jobs.get_job(job_id)
+    if not wants_partial():
+        return redirect(url_for(".job_page", job_id=job_id), 303)
+    template = (
+        "partials/job_detail.html" if request.form.get("view") == "detail" else "partials/card.html"
+    )
+    return fragment(template, job=job)
+
+
+@bp.post("/jobs/<job_id>/delete")
+def delete(job_id: str) -> BaseResponse:
+    """Delete a job with its files; from its own page, go back to the gallery."""
+    jobs.delete_job(job_id)
+    if wants_partial():
+        response = fragment("partials/deleted.html", counts=queue_counts())
+        if request.form.get("view") == "detail":
+            response.headers["HX-Redirect"] = url_for(".index")
+        return response
+    return redirect(url_for(".index"), 303)
+
+
+@bp.post("/jobs/<job_id>/vary")
+def vary(job_id: str) -> BaseResponse:
+    """Submit the same settings again with a new seed, and open the new job."""
+    source = jobs.get_job(job_id)
+    parameters = {k: v for k, v in (source.parameters or {}).items() if k != "seed"}
+    data = {"prompt": source.prompt, "model": source.model, "parameters": parameters}
+    new_job = jobs.submit_job(parse_job_data(data), client_ip=request.remote_addr)
+    target = url_for(".job_page", job_id=new_job.id)
+    if wants_partial():
+        response = Response(status=204)
+        response.headers["HX-Redirect"] = target
+        return response
+    return redirect(target, 303)
+
+
+@bp.get("/media/<media_id>")
+def media_file(media_id: str) -> Response:
+    """A picture for the pages (same bytes and headers as the API's download)."""
+    return storage.send_media(
+        storage.get_live_media(media_id), download=request.args.get("download") == "1"
+    )
+
+
+@bp.get("/media/<media_id>/thumbnail")
+def media_thumbnail(media_id: str) -> Response:
+    """A thumbnail for the gallery."""
+    return storage.send_thumbnail(storage.get_live_media(media_id))

@@ -1,0 +1,96 @@
+"""The create form: from form fields to a job request, prefills, and copy-as-curl."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from werkzeug.datastructures import MultiDict
+
+from webapp import urls
+from webapp.models import Job
+from webapp.providers.base import ModelSpec
+
+# Fields the form shows outside the "Advanced" section.
+MAIN_FIELDS = ("aspect_ratio",)
+# The API's global parameters a model may lack; shown only when the model takes them.
+TEXT_FIELDS = ("negative_prompt",)
+
+
+@dataclass
+class FormState:
+    """What the create form shows: values, errors by field, and the chosen model."""
+
+    model: ModelSpec
+    values: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def advanced_params(self) -> list:
+        """The model's parameters for the Advanced section."""
+        return [p for p in self.model.params if p.name not in MAIN_FIELDS]
+
+    @property
+    def advanced_open(self) -> bool:
+        """Open the Advanced section when it holds a value or an error."""
+        names = {p.name for p in self.advanced_params}
+        return any(k in names for k in self.errors) or any(
+            self.values.get(k) not in (None, "") for k in names
+        )
+
+
+def _convert(raw: str, kind: str) -> Any:
+    """Turn a form string into the JSON type the validator expects; leave junk for it to name."""
+    try:
+        if kind == "integer":
+            return int(raw)
+        if kind == "number":
+            return float(raw)
+    except ValueError:
+        return raw
+    return raw
+
+
+def request_data(form: MultiDict[str, str], spec: ModelSpec) -> dict[str, Any]:
+    """Build the same request body a script would POST, from the form's fields."""
+    params: dict[str, Any] = {}
+    for param in spec.params:
+        raw = (form.get(param.name) or "").strip()
+        if raw:
+            params[param.name] = _convert(raw, param.type)
+    return {
+        "prompt": form.get("prompt", ""),
+        "model": spec.id,
+        "parameters": params,
+    }
+
+
+def errors_by_field(errors: list[dict[str, Any]]) -> dict[str, str]:
+    """Map validation errors to form field names (the last part of `loc`)."""
+    out: dict[str, str] = {}
+    for err in errors:
+        loc = [str(part) for part in err["loc"] if part not in ("body", "parameters")]
+        name = loc[0] if loc else "form"
+        out.setdefault(name, err["msg"])
+    return out
+
+
+def prefill(job: Job, *, new_seed: bool = False) -> dict[str, Any]:
+    """The form values that recreate a job's request (Remix), optionally with a fresh seed."""
+    values: dict[str, Any] = {"prompt": job.prompt, **(job.parameters or {})}
+    if new_seed:
+        values.pop("seed", None)
+    return values
+
+
+def curl_command(job: Job) -> str:
+    """The API call that submits the same job, ready to paste in a shell."""
+    body = {"prompt": job.prompt, "model": job.model, "parameters": job.parameters or {}}
+    url = urls.absolute(f"{urls.API_PREFIX}/jobs/generate")
+    return (
+        f"curl -X POST {shlex.quote(url)} \\\n"
+        f"  -H 'Content-Type: application/json' \\\n"
+        f"  -d {shlex.quote(json.dumps(body, ensure_ascii=False))}"
+    )
