@@ -45,6 +45,11 @@ def expire_lease(job_id: str) -> None:
     db.session.commit()
 
 
+def _proc_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rpartition(")")[2].split()[0]
+
+
 def dead_pid() -> int:
     """The pid of a process that has exited."""
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -225,6 +230,19 @@ class TestReaper:
         row = reload(job.id)
         assert row.status == "retrying" and row.retry_count == 1
         assert row.error_details is None and "stopped" in row.error_message
+
+    def test_an_unreaped_killed_worker_counts_as_dead(self, app: Flask) -> None:
+        # Under a PID 1 that never reaps (some containers), a killed worker stays a zombie.
+        child = subprocess.Popen([sys.executable, "-c", "pass"])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "Z" not in _proc_state(child.pid):
+            time.sleep(0.02)
+        try:
+            job = new_job()
+            jobs.claim_job(job.id, f"{socket.gethostname()}:{child.pid}")
+            assert jobs.reap(set())["requeued"] == 1
+        finally:
+            child.wait()
 
     def test_a_live_worker_with_a_valid_lease_is_left_alone(self, app: Flask) -> None:
         job = new_job()

@@ -399,7 +399,17 @@ def _local_worker_is_dead(worker_id: str | None) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed process that nobody reaped yet (e.g. under a PID 1 that never waits) is dead."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115 - tiny read-only file
+    except OSError:
+        return False
+    # The state follows the command name, which is in parentheses and may contain spaces.
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def reap(queued_job_ids: set[str] | None = None) -> dict[str, int]:

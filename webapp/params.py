@@ -14,7 +14,14 @@ import unicodedata
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 from pydantic_core import PydanticCustomError
 
 from webapp.providers.base import ASPECT_RATIOS, OUTPUT_FORMATS
@@ -45,7 +52,7 @@ def _check_text(value: str) -> str:
     if not value.strip():
         raise PydanticCustomError("string_blank", "String should not be blank")
     # Browsers submit a textarea's line breaks as CRLF, so a CR before LF is a newline too.
-    for char in value.replace("\r\n", "\n"):
+    for char in value:
         if char in "\n\t":
             continue
         if unicodedata.category(char) in ("Cc", "Cs"):
@@ -93,7 +100,17 @@ def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT), AfterValidator(_check_text)]
+def _unify_newlines(value: Any) -> Any:
+    """Store CRLF line breaks (as browsers send them) as plain newlines."""
+    return value.replace("\r\n", "\n") if isinstance(value, str) else value
+
+
+Prompt = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_PROMPT),
+    BeforeValidator(_unify_newlines),
+    AfterValidator(_check_text),
+]
 
 
 class GenerationParameters(BaseModel):
@@ -107,7 +124,13 @@ class GenerationParameters(BaseModel):
     num_inference_steps: int | None = Field(None, ge=1, le=500)
     guidance_scale: float | None = Field(None, ge=0, le=50)
     negative_prompt: (
-        Annotated[str, Field(max_length=MAX_PROMPT), AfterValidator(_check_optional_text)] | None
+        Annotated[
+            str,
+            Field(max_length=MAX_PROMPT),
+            BeforeValidator(_unify_newlines),
+            AfterValidator(_check_optional_text),
+        ]
+        | None
     ) = None
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     output_format: Literal[OUTPUT_FORMATS] | None = None  # type: ignore[valid-type]

@@ -215,6 +215,10 @@ def on_consumer_start() -> None:
     with app.app_context():
         try:
             beat(worker_id)
+        except Exception:
+            log.exception("could not record this worker's start")
+            db.session.rollback()
+        try:
             jobs.reap(queued_job_ids())
         except Exception:
             log.exception("start-up recovery failed; the periodic reaper will retry")
