@@ -25,6 +25,25 @@ from webapp.extensions import huey  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+GUIDE_STATUS_FIELDS = frozenset(
+    {
+        "id",
+        "status",
+        "prompt",
+        "parameters",
+        "created_at",
+        "updated_at",
+        "started_at",
+        "completed_at",
+        "duration_seconds",
+        "retry_count",
+        "error_message",
+        "media",
+        "progress",
+    }
+)
+"""The fields of a job's status that the API guide shows."""
+
 
 @pytest.fixture
 def app_config(tmp_path: Path) -> dict[str, Any]:

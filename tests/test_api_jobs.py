@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import queued_job_ids, run_queue, submit
+from tests.conftest import GUIDE_STATUS_FIELDS, queued_job_ids, run_queue, submit
 from webapp.extensions import db
 from webapp.models import Job
 
@@ -69,21 +69,7 @@ def test_status_of_a_pending_job_has_the_guides_shape(client: FlaskClient) -> No
     prompt = "A beautiful sunset over mountains with vibrant colors"
     created = submit(client, prompt, parameters=parameters)
     job = status_of(client, created["id"])
-    guide_keys = {
-        "id",
-        "status",
-        "prompt",
-        "parameters",
-        "created_at",
-        "updated_at",
-        "started_at",
-        "completed_at",
-        "duration_seconds",
-        "retry_count",
-        "error_message",
-        "media",
-        "progress",
-    }
+    guide_keys = GUIDE_STATUS_FIELDS
     assert guide_keys <= set(job)
     assert job["id"] == created["id"]
     assert job["status"] == "pending"

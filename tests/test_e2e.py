@@ -15,6 +15,7 @@ import pytest
 import requests
 from PIL import Image
 
+from tests.conftest import GUIDE_STATUS_FIELDS
 from tests.procs import API, TERMINAL, Stack, running_stack
 
 pytestmark = pytest.mark.e2e
@@ -22,21 +23,6 @@ pytestmark = pytest.mark.e2e
 STEP_SECONDS = 0.2  # the demo model's pace per step in this module's worker
 PILLOW_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
 EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
-GUIDE_STATUS_FIELDS = {
-    "id",
-    "status",
-    "prompt",
-    "parameters",
-    "created_at",
-    "updated_at",
-    "started_at",
-    "completed_at",
-    "duration_seconds",
-    "retry_count",
-    "error_message",
-    "media",
-    "progress",
-}
 GUIDE_MEDIA_FIELDS = {"id", "url", "type", "mime_type", "file_size_bytes", "width", "height"}
 
 

@@ -24,7 +24,19 @@ class UTCDateTime(fields.DateTime):
 STATUSES = [s.value for s in JobStatus]
 
 
-class MediaSummarySchema(ma.Schema):
+class _MediaUrls:
+    """Absolute URLs of a media item's file and thumbnail, built from the public base."""
+
+    def get_url(self, media: Media) -> str:
+        """Absolute download URL."""
+        return urls.absolute(urls.media_path(media.id))
+
+    def get_thumbnail_url(self, media: Media) -> str:
+        """Absolute thumbnail URL."""
+        return urls.absolute(urls.thumbnail_path(media.id))
+
+
+class MediaSummarySchema(_MediaUrls, ma.Schema):
     """A media item inside a job's status."""
 
     id = fields.String(required=True)
@@ -36,14 +48,6 @@ class MediaSummarySchema(ma.Schema):
     width = fields.Integer(required=True)
     height = fields.Integer(required=True)
     expires_at = UTCDateTime(allow_none=True)
-
-    def get_url(self, media: Media) -> str:
-        """Absolute download URL."""
-        return urls.absolute(urls.media_path(media.id))
-
-    def get_thumbnail_url(self, media: Media) -> str:
-        """Absolute thumbnail URL."""
-        return urls.absolute(urls.thumbnail_path(media.id))
 
 
 class MediaLinkSchema(ma.Schema):
@@ -127,14 +131,14 @@ class JobCreatedSchema(ma.Schema):
     warnings = fields.List(fields.String(), required=True)
 
 
-class MediaInfoSchema(ma.Schema):
+class MediaInfoSchema(_MediaUrls, ma.Schema):
     """A media item's details."""
 
     id = fields.String(required=True)
     job_id = fields.String(required=True)
     type = fields.String(required=True)
     storage_path = fields.String(required=True)
-    storage_url = fields.Method("get_storage_url", required=True)
+    storage_url = fields.Method("get_url", required=True)
     thumbnail_url = fields.Method("get_thumbnail_url")
     file_size_bytes = fields.Integer(required=True)
     mime_type = fields.String(required=True)
@@ -144,14 +148,6 @@ class MediaInfoSchema(ma.Schema):
     sha256 = fields.String(required=True)
     created_at = UTCDateTime(required=True)
     expires_at = UTCDateTime(allow_none=True)
-
-    def get_storage_url(self, media: Media) -> str:
-        """Absolute download URL."""
-        return urls.absolute(urls.media_path(media.id))
-
-    def get_thumbnail_url(self, media: Media) -> str:
-        """Absolute thumbnail URL."""
-        return urls.absolute(urls.thumbnail_path(media.id))
 
 
 class ParamSchema(ma.Schema):
