@@ -39,6 +39,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from webapp.extensions import db, migrate
     from webapp.schema import upgrade_schema
     from webapp.security import register_security
+    from webapp.webhooks import register_webhooks
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
@@ -50,6 +51,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     register_errors(app)
     register_cli(app)
+    register_webhooks()
     return app
 
 

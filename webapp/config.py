@@ -30,6 +30,11 @@ class Defaults:
     RETRY_BASE_SECONDS = 2.0
     RETRY_MAX_SECONDS = 300.0
     AUTO_MIGRATE = True
+    WEBHOOK_SECRET = ""  # empty: generated once into the instance folder
+    WEBHOOK_ALLOWED_NETWORKS = ""  # CIDRs that webhooks may reach although not public
+    WEBHOOK_RETRY_DELAYS = "10,60,300,1800,7200,21600"  # seconds before each retry
+    WEBHOOK_CONNECT_TIMEOUT = 5.0
+    WEBHOOK_TIMEOUT = 15.0
     MAX_CONTENT_LENGTH = 1024 * 1024
     # flask-smorest: the OpenAPI document and the docs page live under /api/v1.
     API_TITLE = "Darkroom"

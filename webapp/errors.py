@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from webapp.jobs import JobNotCancellable, JobNotFound
 from webapp.media import MediaExpired, MediaNotFound
 from webapp.params import BodyNotJson, RequestInvalid
+from webapp.webhooks import NoWebhook
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,10 @@ def register_errors(app: Flask) -> None:
     @app.errorhandler(JobNotCancellable)
     def not_cancellable(exc: JobNotCancellable) -> Any:
         return _page_or_json(409, str(exc))
+
+    @app.errorhandler(NoWebhook)
+    def no_webhook(exc: NoWebhook) -> Any:
+        return _page_or_json(409, "Job has no webhook_url or has not finished yet")
 
     @app.errorhandler(MediaNotFound)
     def media_not_found(exc: MediaNotFound) -> Any:

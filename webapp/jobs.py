@@ -33,6 +33,7 @@ from webapp.models import ACTIVE_STATUSES, Job, JobStatus, Media, now_utc
 from webapp.params import MAX_SEED, JobCreate, RequestInvalid
 from webapp.providers import available_models, default_model_id
 from webapp.providers.mapping import resolve_parameters
+from webapp.webhooks import check_submitted_url
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ def submit_job(request: JobCreate, client_ip: str | None = None) -> Job:
                 }
             ]
         )
+    check_submitted_url(request.webhook_url)
     requested = request.requested_parameters()
     if "seed" not in requested and spec.param("seed") is not None:
         # Recorded with the request, so anyone can reproduce the picture later.

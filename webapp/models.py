@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, TypeDecorator
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, LargeBinary, String, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -156,3 +156,47 @@ class WorkerBeat(db.Model):
     pid: Mapped[int]
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)
+
+
+class WebhookEvent(db.Model):
+    """One event to tell a job's webhook: its stable id and the exact bytes to send."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (Index("ix_webhook_events_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    event_type: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(Text)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    # pending → delivering → delivered | retrying → ... | failed | gone (410 from the receiver)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempt_count: Mapped[int] = mapped_column(default=0)
+    lease_token: Mapped[str | None] = mapped_column(String(36))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    attempts: Mapped[list[WebhookAttempt]] = relationship(
+        back_populates="event", order_by="WebhookAttempt.id", passive_deletes=True
+    )
+
+
+class WebhookAttempt(db.Model):
+    """One try at delivering an event, as the receiver answered it."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_events.id", ondelete="CASCADE"), index=True
+    )
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    status_code: Mapped[int | None]
+    latency_ms: Mapped[float | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+    redelivery: Mapped[bool] = mapped_column(default=False)
+
+    event: Mapped[WebhookEvent] = relationship(back_populates="attempts")

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from flask import Flask, current_app, has_app_context
 from huey import crontab
 
-from webapp import jobs
+from webapp import jobs, webhooks
 from webapp.database import write_transaction
 from webapp.extensions import db, huey
 from webapp.media import remove_files, store_image
@@ -167,21 +167,34 @@ def cancel_upstream(job_id: str) -> None:
         provider_for(spec).cancel(job.provider_job_id)
 
 
-def queued_job_ids() -> set[str] | None:
-    """Ids of jobs with a message waiting in the queue, or None if the queue can't be read."""
+@huey.task()
+@in_app_context
+def deliver_webhook(event_id: str) -> None:
+    """Make one delivery attempt of a webhook event."""
+    webhooks.deliver(event_id)
+
+
+def queued_ids(task_name: str) -> set[str] | None:
+    """First arguments of a task's messages waiting in the queue (None: queue unreadable)."""
     try:
         tasks = list(huey.pending()) + list(huey.scheduled())
     except Exception:
         log.warning("could not read the queue", exc_info=True)
         return None
-    return {str(t.args[0]) for t in tasks if t.name.endswith("run_job") and t.args}
+    return {str(t.args[0]) for t in tasks if t.name.endswith(task_name) and t.args}
+
+
+def queued_job_ids() -> set[str] | None:
+    """Ids of jobs with a message waiting in the queue, or None if the queue can't be read."""
+    return queued_ids("run_job")
 
 
 @huey.periodic_task(crontab(minute="*"))
 @in_app_context
 def upkeep() -> None:
-    """Every minute: recover jobs of dead workers and re-enqueue lost messages."""
+    """Every minute: recover jobs of dead workers, re-send lost messages and webhooks."""
     jobs.reap(queued_job_ids())
+    webhooks.sweep(queued_ids("deliver_webhook"))
 
 
 def beat(worker_id: str) -> None:

@@ -8,7 +8,7 @@ import swagger_ui
 from flask import Blueprint, Flask, send_from_directory
 from werkzeug.wrappers import Response
 
-from webapp.api import health, jobs, media, models
+from webapp.api import health, jobs, media, models, webhooks
 from webapp.extensions import api
 from webapp.params import JobCreate
 
@@ -24,7 +24,7 @@ def swagger_asset(filename: str) -> Response:
     return send_from_directory(_SWAGGER_DIR, filename, max_age=86400)
 
 
-API_MODULES = (jobs, media, models, health)
+API_MODULES = (jobs, media, webhooks, models, health)
 
 
 def api_blueprints() -> list:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -242,3 +243,43 @@ class ServerErrorSchema(ma.Schema):
     error = fields.String(required=True)
     message = fields.String(required=True)
     request_id = fields.String(required=True)
+
+
+class WebhookAttemptSchema(ma.Schema):
+    """One delivery attempt."""
+
+    attempted_at = UTCDateTime(required=True)
+    status_code = fields.Integer(allow_none=True)
+    latency_ms = fields.Float(allow_none=True)
+    error = fields.String(allow_none=True)
+    response_excerpt = fields.String(allow_none=True, metadata={"description": "First KB"})
+
+
+class WebhookEventSchema(ma.Schema):
+    """A webhook event of a job and its delivery attempts."""
+
+    id = fields.String(required=True, metadata={"description": "The stable webhook-id"})
+    event_type = fields.String(required=True)
+    url = fields.String(required=True)
+    status = fields.String(
+        required=True,
+        metadata={"enum": ["pending", "delivering", "retrying", "delivered", "failed", "gone"]},
+    )
+    attempt_count = fields.Integer(required=True)
+    created_at = UTCDateTime(required=True)
+    delivered_at = UTCDateTime(allow_none=True)
+    next_attempt_at = UTCDateTime(allow_none=True)
+    payload = fields.Method("get_payload", required=True)
+    attempts = fields.List(fields.Nested(WebhookAttemptSchema), required=True)
+
+    def get_payload(self, event: Any) -> Any:
+        """The JSON body that is sent."""
+        return json.loads(event.body)
+
+
+class WebhookListSchema(ma.Schema):
+    """A job's webhook deliveries."""
+
+    job_id = fields.String(required=True)
+    webhook_url = fields.String(allow_none=True)
+    deliveries = fields.List(fields.Nested(WebhookEventSchema), required=True)

@@ -1,0 +1,385 @@
+"""Webhooks: one event per finished job, signed per Standard Webhooks, delivered and retried.
+
+An event is written once, with the exact bytes to send and a stable `webhook-id`, then
+delivered by its own task. Each attempt is recorded. Deliveries are claimed like jobs (a
+guarded UPDATE with a lease), so a duplicate queue message never sends twice at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+import random
+import secrets
+import time
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from flask import Flask, current_app
+from sqlalchemy import exists, select, update
+from sqlalchemy.exc import IntegrityError
+
+from webapp import netguard, urls
+from webapp.database import write_transaction
+from webapp.extensions import db
+from webapp.models import (
+    TERMINAL_STATUSES,
+    Job,
+    JobStatus,
+    WebhookAttempt,
+    WebhookEvent,
+    now_utc,
+)
+from webapp.params import RequestInvalid
+
+log = logging.getLogger(__name__)
+
+SECRET_PREFIX = "whsec_"
+WAITING = ("pending", "retrying")
+EXCERPT_BYTES = 1024
+
+
+class NoWebhook(Exception):
+    """The job has no webhook URL or has not finished, so there is nothing to deliver."""
+
+
+# -- the secret and the signature ---------------------------------------------------------
+
+
+def webhook_secret() -> str:
+    """`DARKROOM_WEBHOOK_SECRET`, else one generated once and kept in the instance folder."""
+    configured = current_app.config.get("WEBHOOK_SECRET")
+    if configured:
+        return str(configured)
+    path = Path(current_app.instance_path) / "webhook_secret"
+    if not path.exists():
+        fresh = SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+        try:
+            # O_EXCL: when web and worker start together, only one of them writes it.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(fresh)
+        except FileExistsError:
+            pass
+    return path.read_text().strip()
+
+
+def _key(secret: str) -> bytes:
+    raw = secret.removeprefix(SECRET_PREFIX)
+    return base64.b64decode(raw + "=" * (-len(raw) % 4))
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` value: v1 and the base64 HMAC-SHA256 of "id.timestamp.body"."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signed_headers(event: WebhookEvent, timestamp: int | None = None) -> dict[str, str]:
+    """Headers of one delivery: content type, user agent and the three signature headers."""
+    from webapp import __version__
+
+    stamp = int(time.time()) if timestamp is None else timestamp
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": f"Darkroom-Webhooks/{__version__}",
+        "webhook-id": event.id,
+        "webhook-timestamp": str(stamp),
+        "webhook-signature": sign(webhook_secret(), event.id, stamp, event.body),
+    }
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+def payload(job: Job) -> dict[str, Any]:
+    """The body the API guide shows for a finished job (and a short one for cancelled)."""
+    if job.status == JobStatus.COMPLETED:
+        first = job.media[0] if job.media else None
+        return {
+            "job_id": job.id,
+            "status": "completed",
+            "media_url": urls.absolute(urls.media_path(first.id)) if first else None,
+            "media_id": first.id if first else None,
+        }
+    if job.status == JobStatus.FAILED:
+        details = job.error_details or {}
+        return {
+            "job_id": job.id,
+            "status": "failed",
+            "error": job.error_message,
+            "error_details": {
+                "retry_count": details.get("retry_count", job.retry_count),
+                "max_retries": details.get("max_retries", job.max_retries),
+            },
+        }
+    return {"job_id": job.id, "status": job.status}
+
+
+def event_id_for(job_id: str) -> str:
+    """A job ends once, so its one event has an id derived from the job's."""
+    return "msg_" + uuid.uuid5(uuid.NAMESPACE_URL, f"darkroom:job:{job_id}").hex
+
+
+def record_event(job_id: str) -> WebhookEvent | None:
+    """Write the event of a finished job that has a webhook URL (once; later calls find it)."""
+    job = db.session.get(Job, job_id, populate_existing=True)
+    if job is None or not job.webhook_url or job.status not in TERMINAL_STATUSES:
+        return None
+    existing = db.session.get(WebhookEvent, event_id_for(job_id))
+    if existing is not None:
+        return existing
+    body = json.dumps(payload(job), separators=(",", ":"), ensure_ascii=False).encode()
+    event = WebhookEvent(
+        id=event_id_for(job_id),
+        job_id=job_id,
+        event_type=f"job.{job.status}",
+        url=job.webhook_url,
+        body=body,
+        status="pending",
+        next_attempt_at=now_utc(),
+    )
+    try:
+        with write_transaction():
+            db.session.add(event)
+    except IntegrityError:
+        return db.session.get(WebhookEvent, event_id_for(job_id))
+    return event
+
+
+def register_webhooks() -> None:
+    """Deliver a webhook whenever a job ends (connecting twice is harmless)."""
+    from webapp.jobs import job_finished
+
+    job_finished.connect(on_job_finished)
+
+
+def on_job_finished(_sender: Flask, job_id: str) -> None:
+    """Signal receiver: record the job's event and queue its delivery."""
+    try:
+        event = record_event(job_id)
+        if event is not None and event.status in WAITING:
+            enqueue_delivery(event.id)
+    except Exception:
+        # The job already ended; the periodic sweep writes the missing event later.
+        log.exception("could not record the webhook event of job %s", job_id)
+        db.session.rollback()
+
+
+def enqueue_delivery(event_id: str, delay: float = 0) -> None:
+    """Queue a delivery; if the queue is down, the sweep queues it later."""
+    from webapp.tasks import deliver_webhook
+
+    try:
+        if delay > 0:
+            deliver_webhook.schedule(args=(event_id,), delay=delay)
+        else:
+            deliver_webhook(event_id)
+    except Exception:
+        log.exception("could not queue webhook event %s", event_id)
+
+
+def retry_delays() -> list[float]:
+    """Seconds to wait before each retry (`DARKROOM_WEBHOOK_RETRY_DELAYS`)."""
+    value = current_app.config["WEBHOOK_RETRY_DELAYS"]
+    if isinstance(value, int | float):
+        return [float(value)]
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    return [float(v) for v in value]
+
+
+# -- delivery -----------------------------------------------------------------------------
+
+
+def _claim(event_id: str) -> str | None:
+    """Take a due event for one delivery attempt; None if it is not due or someone has it."""
+    now = now_utc()
+    token = str(uuid.uuid4())
+    with write_transaction():
+        result = db.session.execute(
+            update(WebhookEvent)
+            .where(
+                WebhookEvent.id == event_id,
+                WebhookEvent.status.in_(WAITING),
+                WebhookEvent.next_attempt_at <= now,
+            )
+            .values(
+                status="delivering",
+                lease_token=token,
+                lease_expires_at=now + timedelta(seconds=60),
+                attempt_count=WebhookEvent.attempt_count + 1,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    return token if result.rowcount == 1 else None
+
+
+def _send(event: WebhookEvent) -> tuple[int | None, float | None, str | None, str | None, bool]:
+    """One POST. Returns status code, latency, error, answer excerpt, and whether to give up."""
+    config = current_app.config
+    allowed = netguard.parse_networks(config.get("WEBHOOK_ALLOWED_NETWORKS"))
+    try:
+        target = netguard.resolve(event.url, allowed)
+        answer = netguard.post(
+            target,
+            event.body,
+            signed_headers(event),
+            connect_timeout=float(config["WEBHOOK_CONNECT_TIMEOUT"]),
+            total_timeout=float(config["WEBHOOK_TIMEOUT"]),
+        )
+    except netguard.UnsafeURL as exc:
+        return None, None, f"refused: {exc}", None, True
+    except netguard.UnresolvableURL as exc:
+        return None, None, str(exc), None, False
+    except urllib3.exceptions.TimeoutError:
+        return None, None, "timed out", None, False
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        return None, None, f"connection failed: {type(exc).__name__}", None, False
+    excerpt = answer.body[:EXCERPT_BYTES].decode("utf-8", "replace")
+    return answer.status, round(answer.latency_ms, 1), None, excerpt, False
+
+
+def deliver(event_id: str) -> str | None:
+    """Make one delivery attempt, record it, and schedule the next if it failed."""
+    token = _claim(event_id)
+    if token is None:
+        return None
+    event = db.session.get(WebhookEvent, event_id, populate_existing=True)
+    db.session.commit()  # no transaction stays open during the network call
+    status_code, latency, error, excerpt, give_up = _send(event)
+    now = now_utc()
+    delays = retry_delays()
+    if status_code is not None and 200 <= status_code < 300:
+        values: dict[str, Any] = {"status": "delivered", "delivered_at": now}
+    elif status_code == 410:
+        values = {"status": "gone"}  # the receiver asked us to stop
+    elif give_up or event.attempt_count > len(delays):
+        values = {"status": "failed"}
+    else:
+        delay = delays[event.attempt_count - 1] * random.uniform(0.8, 1.2)
+        values = {"status": "retrying", "next_attempt_at": now + timedelta(seconds=delay)}
+    with write_transaction():
+        db.session.add(
+            WebhookAttempt(
+                event_id=event_id,
+                attempted_at=now,
+                status_code=status_code,
+                latency_ms=latency,
+                error=error,
+                response_excerpt=excerpt,
+            )
+        )
+        db.session.execute(
+            update(WebhookEvent)
+            .where(WebhookEvent.id == event_id, WebhookEvent.lease_token == token)
+            .values(lease_token=None, lease_expires_at=None, **values)
+            .execution_options(synchronize_session=False)
+        )
+    if values["status"] == "retrying":
+        enqueue_delivery(event_id, delay=(values["next_attempt_at"] - now).total_seconds())
+    log.info("webhook %s attempt %d: %s", event_id, event.attempt_count, values["status"])
+    return str(values["status"])
+
+
+def deliveries(job_id: str) -> list[WebhookEvent]:
+    """The job's events with their attempts."""
+    return list(
+        db.session.scalars(
+            select(WebhookEvent)
+            .where(WebhookEvent.job_id == job_id)
+            .order_by(WebhookEvent.created_at)
+        )
+    )
+
+
+def redeliver(job_id: str) -> WebhookEvent:
+    """Send the job's event again: same `webhook-id` and bytes, a fresh signature."""
+    event = record_event(job_id)
+    if event is None:
+        raise NoWebhook(job_id)
+    with write_transaction():
+        db.session.execute(
+            update(WebhookEvent)
+            .where(WebhookEvent.id == event.id, WebhookEvent.status != "delivering")
+            .values(status="pending", attempt_count=0, next_attempt_at=now_utc())
+            .execution_options(synchronize_session=False)
+        )
+    enqueue_delivery(event.id)
+    return db.session.get(WebhookEvent, event.id, populate_existing=True)
+
+
+# -- submission check and upkeep ---------------------------------------------------------
+
+
+def check_submitted_url(url: str | None) -> None:
+    """Refuse a webhook URL that points at a non-public address (422 at submission).
+
+    A host that does not resolve right now is accepted: DNS may be down for a moment, and
+    the same check runs again, authoritatively, before every delivery.
+    """
+    if not url:
+        return
+    allowed = netguard.parse_networks(current_app.config.get("WEBHOOK_ALLOWED_NETWORKS"))
+    try:
+        netguard.resolve(url, allowed)
+    except netguard.UnresolvableURL:
+        return
+    except netguard.UnsafeURL as exc:
+        raise RequestInvalid(
+            [
+                {
+                    "type": "url_not_allowed",
+                    "loc": ["body", "webhook_url"],
+                    "msg": f"URL is not allowed: {exc}",
+                    "input": url,
+                }
+            ]
+        ) from exc
+
+
+def sweep(queued_event_ids: set[str] | None, now: datetime | None = None) -> dict[str, int]:
+    """Write events a crash left unwritten; re-queue deliveries whose message was lost."""
+    now = now or now_utc()
+    counts = {"recorded": 0, "requeued": 0}
+    missing = db.session.scalars(
+        select(Job.id).where(
+            Job.webhook_url.is_not(None),
+            Job.status.in_(TERMINAL_STATUSES),
+            Job.completed_at >= now - timedelta(days=1),
+            ~exists().where(WebhookEvent.job_id == Job.id),
+        )
+    ).all()
+    for job_id in missing:
+        event = record_event(job_id)
+        if event is not None:
+            enqueue_delivery(event.id)
+            counts["recorded"] += 1
+    with write_transaction():
+        # A worker that died mid-delivery leaves its claim behind; try again.
+        db.session.execute(
+            update(WebhookEvent)
+            .where(WebhookEvent.status == "delivering", WebhookEvent.lease_expires_at <= now)
+            .values(status="retrying", lease_token=None, next_attempt_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    stale = now - timedelta(seconds=float(current_app.config["STALE_QUEUE_SECONDS"]))
+    due = db.session.scalars(
+        select(WebhookEvent.id).where(
+            WebhookEvent.status.in_(WAITING), WebhookEvent.next_attempt_at <= stale
+        )
+    ).all()
+    for event_id in due:
+        if queued_event_ids is None or event_id not in queued_event_ids:
+            enqueue_delivery(event_id)
+            counts["requeued"] += 1
+    db.session.commit()
+    return counts
