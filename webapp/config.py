@@ -27,6 +27,14 @@ class Defaults:
     STALE_QUEUE_SECONDS = 30
     WORKER_CONCURRENCY = 2
     DEMO_STEP_SECONDS = 0.25
+    # Replicate (REPLICATE_API_TOKEN enables it; see docs/replicate.md).
+    REPLICATE_POLL_SECONDS = 1.0  # between status checks of a running prediction
+    REPLICATE_WAIT_SECONDS = 0  # >0: create with `Prefer: wait=N` (see docs for the trade-off)
+    REPLICATE_CONNECT_TIMEOUT = 5.0
+    REPLICATE_READ_TIMEOUT = 30.0
+    REPLICATE_DEADLINE_SECONDS = 900.0  # a prediction still running after this is cancelled
+    REPLICATE_MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024  # per output file
+    REPLICATE_MAX_PIXELS = 50_000_000  # per output image
     RETRY_BASE_SECONDS = 2.0
     RETRY_MAX_SECONDS = 300.0
     AUTO_MIGRATE = True

@@ -30,7 +30,7 @@ from webapp.database import write_transaction
 from webapp.extensions import db
 from webapp.media import StoredImage, remove_files
 from webapp.models import ACTIVE_STATUSES, Job, JobStatus, Media, now_utc
-from webapp.params import MAX_SEED, JobCreate, RequestInvalid
+from webapp.params import MAX_SEED, JobCreate, RequestInvalid, check_model_parameters
 from webapp.providers import available_models, default_model_id
 from webapp.providers.mapping import resolve_parameters
 from webapp.webhooks import check_submitted_url
@@ -99,6 +99,7 @@ def submit_job(request: JobCreate, client_ip: str | None = None) -> Job:
                 }
             ]
         )
+    check_model_parameters(spec, request.parameters)
     check_submitted_url(request.webhook_url)
     requested = request.requested_parameters()
     if "seed" not in requested and spec.param("seed") is not None:

@@ -8,6 +8,7 @@ responses with marshmallow.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import unicodedata
@@ -21,10 +22,11 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
 )
 from pydantic_core import PydanticCustomError
 
-from webapp.providers.base import ASPECT_RATIOS, OUTPUT_FORMATS
+from webapp.providers.base import ASPECT_RATIOS, OUTPUT_FORMATS, ModelSpec, ParamSpec
 
 MAX_PROMPT = 2000
 MAX_URL = 2048
@@ -114,9 +116,13 @@ Prompt = Annotated[
 
 
 class GenerationParameters(BaseModel):
-    """The generation parameters of the guide, with its global bounds."""
+    """The generation parameters of the guide, with its global bounds.
 
-    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+    Other keys pass through to `check_model_parameters`, which accepts only those the chosen
+    model declares (e.g. `go_fast` for flux-schnell) and refuses the rest as extra inputs.
+    """
+
+    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False)
 
     width: int | None = Field(None, ge=128, le=2048)
     height: int | None = Field(None, ge=128, le=2048)
@@ -171,14 +177,41 @@ class JobListArgs(BaseModel):
     ) = None
 
 
-def guide_errors(exc: ValidationError, location: str) -> list[dict[str, Any]]:
-    """Turn pydantic's errors into the guide's list, prefixing `loc` with body/query."""
+_SPEC_TYPES: dict[str, Any] = {"integer": int, "number": float, "string": str, "boolean": bool}
+
+
+@functools.cache
+def _model_parameters(model_id: str, params: tuple[ParamSpec, ...]) -> type[BaseModel]:
+    """A pydantic model of one model's own parameters (those beyond the guide's)."""
+    fields: dict[str, Any] = {}
+    for param in params:
+        if param.name in GenerationParameters.model_fields:
+            continue
+        kind: Any = Literal[param.choices] if param.choices else _SPEC_TYPES[param.type]
+        fields[param.name] = (kind | None, Field(None, ge=param.minimum, le=param.maximum))
+    config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+    return create_model(f"Parameters_{model_id}", __config__=config, **fields)
+
+
+def check_model_parameters(spec: ModelSpec, parameters: GenerationParameters | None) -> None:
+    """Validate the keys beyond the guide's against the chosen model; raise `RequestInvalid`."""
+    extra = (parameters.model_extra if parameters is not None else None) or {}
+    if not extra:
+        return
+    try:
+        _model_parameters(spec.id, spec.params).model_validate(extra)
+    except ValidationError as exc:
+        raise RequestInvalid(guide_errors(exc, "body", "parameters")) from exc
+
+
+def guide_errors(exc: ValidationError, *location: str) -> list[dict[str, Any]]:
+    """Turn pydantic's errors into the guide's list, prefixing `loc` with where they were."""
     errors = []
     for err in exc.errors(include_url=False, include_context=False):
         errors.append(
             {
                 "type": _TYPE_NAMES.get(err["type"], err["type"]),
-                "loc": [location, *err["loc"]],
+                "loc": [*location, *err["loc"]],
                 "msg": err["msg"],
                 "input": _json_safe(err.get("input")),
             }

@@ -9,8 +9,9 @@ from flask import current_app
 
 from webapp.providers.base import ModelSpec, Provider
 from webapp.providers.demo import DemoProvider
+from webapp.providers.replicate import ReplicateProvider
 
-PROVIDERS: dict[str, Provider] = {p.name: p for p in (DemoProvider(),)}
+PROVIDERS: dict[str, Provider] = {p.name: p for p in (DemoProvider(), ReplicateProvider())}
 
 
 def available_models() -> dict[str, ModelSpec]:

@@ -17,7 +17,7 @@ class ParamSpec:
     """One parameter a model accepts, with its type, bounds and default."""
 
     name: str
-    type: str  # "integer" | "number" | "string" | "enum"
+    type: str  # "integer" | "number" | "string" | "enum" | "boolean"
     default: Any = None
     minimum: float | None = None
     maximum: float | None = None
@@ -53,6 +53,11 @@ class ModelSpec:
     typical_seconds: float = 10.0
     offline: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # Turns the resolved parameters into what the provider is sent (its own input names and
+    # sizes), appending warnings; called with (resolved, requested, warnings). None: as is.
+    adapt: Callable[[dict[str, Any], dict[str, Any], list[str]], dict[str, Any]] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def param(self, name: str) -> ParamSpec | None:
         """Return the parameter definition by name, if the model has it."""

@@ -20,6 +20,7 @@ def resolve_parameters(
         if param is None:
             warnings.append(f"{name} is not supported by the {spec.id} model and was ignored")
             continue
+        # Booleans were validated as booleans; only numbers have a range to clamp to.
         if param.type in ("integer", "number") and value is not None:
             value = _clamp(spec, name, value, param.minimum, param.maximum, warnings)
         if param.choices and value not in param.choices:
@@ -34,6 +35,8 @@ def resolve_parameters(
             resolved.setdefault(param.name, param.default)
     if spec.param("width") and spec.param("height"):
         resolved.update(_size(spec, requested, warnings))
+    if spec.adapt is not None:
+        resolved = spec.adapt(resolved, requested, warnings)
     return resolved, warnings
 
 

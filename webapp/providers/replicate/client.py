@@ -1,0 +1,274 @@
+"""Replicate's HTTP API: create, get and cancel predictions, and download their outputs.
+
+Every failure becomes a provider error whose message starts "Replicate API error:" and
+never contains the token: network trouble, timeouts, 429 and 5xx are transient (429 with
+its Retry-After); 401, 404, 422 and other refusals are permanent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from webapp.providers.base import PermanentProviderError, ProviderError, TransientProviderError
+from webapp.providers.replicate.models import Route
+
+log = logging.getLogger(__name__)
+
+API_ERROR = "Replicate API error"
+DEFAULT_BASE_URL = "https://api.replicate.com"
+MAX_DETAIL = 500
+MAX_RETRY_AFTER = 3600.0
+_CHUNK = 64 * 1024
+
+
+class Gone(TransientProviderError):
+    """The prediction, or its output files, no longer exist upstream (they expire)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to reach Replicate, read from the app's configuration."""
+
+    token: str
+    base_url: str
+    connect_timeout: float
+    read_timeout: float
+    poll_seconds: float
+    wait_seconds: int
+    deadline_seconds: float
+    max_download_bytes: int
+    max_pixels: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        """Settings from `REPLICATE_*` keys; a missing or malformed token is a permanent error."""
+        token = str(config.get("REPLICATE_API_TOKEN") or "").strip()
+        # A token that cannot be a header value would make requests echo it in its error.
+        if not token or not re.fullmatch(r"[\x21-\x7e]+", token):
+            raise PermanentProviderError(
+                f"{API_ERROR}: REPLICATE_API_TOKEN is missing or malformed"
+            )
+        base_url = str(config.get("REPLICATE_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        return cls(
+            token=token,
+            base_url=base_url.removesuffix("/v1"),
+            connect_timeout=float(config["REPLICATE_CONNECT_TIMEOUT"]),
+            read_timeout=float(config["REPLICATE_READ_TIMEOUT"]),
+            poll_seconds=float(config["REPLICATE_POLL_SECONDS"]),
+            wait_seconds=max(0, min(60, int(config["REPLICATE_WAIT_SECONDS"]))),
+            deadline_seconds=float(config["REPLICATE_DEADLINE_SECONDS"]),
+            max_download_bytes=int(config["REPLICATE_MAX_DOWNLOAD_BYTES"]),
+            max_pixels=int(config["REPLICATE_MAX_PIXELS"]),
+        )
+
+
+class ReplicateClient:
+    """One session's worth of API calls; use it as a context manager."""
+
+    def __init__(self, settings: Settings) -> None:
+        from webapp import __version__
+
+        self.settings = settings
+        self.session = requests.Session()
+        # The token goes on API requests only, never into the session's headers: output
+        # files live on another host, which must not receive it.
+        self.session.headers["User-Agent"] = f"Darkroom/{__version__}"
+
+    def __enter__(self) -> ReplicateClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.session.close()
+
+    # -- predictions ----------------------------------------------------------------------
+
+    def create(self, route: Route, model_input: dict[str, Any]) -> dict[str, Any]:
+        """Start a prediction: an official model by name, or a pinned version."""
+        body: dict[str, Any] = {"input": model_input}
+        if route.version:
+            path, body["version"] = "predictions", route.version
+        else:
+            path = f"models/{route.model}/predictions"
+        headers = {}
+        wait = self.settings.wait_seconds
+        if wait:
+            headers["Prefer"] = f"wait={wait}"
+        try:
+            return self._api("POST", path, body=body, headers=headers, extra_read=wait)
+        except Gone as exc:
+            raise PermanentProviderError(
+                f"{API_ERROR}: Model not found: {route.model}", details=exc.details
+            ) from exc
+
+    def get(self, prediction_id: str) -> dict[str, Any]:
+        """A prediction's current state; `Gone` if Replicate no longer knows it."""
+        return self._api("GET", f"predictions/{prediction_id}")
+
+    def cancel(self, prediction_id: str) -> dict[str, Any]:
+        """Ask Replicate to stop a prediction (a finished one is left as it is)."""
+        return self._api("POST", f"predictions/{prediction_id}/cancel")
+
+    def cancel_quietly(self, prediction_id: str) -> None:
+        """Cancel, logging instead of raising: used while already giving up."""
+        try:
+            self.cancel(prediction_id)
+            log.info("cancelled replicate prediction %s", prediction_id)
+        except ProviderError as exc:
+            log.warning("could not cancel replicate prediction %s: %s", prediction_id, exc)
+
+    def _api(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        extra_read: float = 0,
+    ) -> dict[str, Any]:
+        s = self.settings
+        try:
+            response = self.session.request(
+                method,
+                f"{s.base_url}/v1/{path}",
+                json=body,
+                headers={"Authorization": f"Bearer {s.token}", **(headers or {})},
+                timeout=(s.connect_timeout, s.read_timeout + extra_read),
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise self._network_error(exc, f"{method} /v1/{path}") from None
+        with response:
+            if response.status_code >= 300:
+                raise self._status_error(response)
+            try:
+                data = response.json()
+            except ValueError:
+                data = None
+        if not isinstance(data, dict):
+            raise TransientProviderError(f"{API_ERROR}: the answer to {method} was not JSON")
+        return data
+
+    # -- outputs --------------------------------------------------------------------------
+
+    def download(self, url: str) -> bytes:
+        """An output file's bytes, capped in size; `Gone` once it has expired."""
+        cap = self.settings.max_download_bytes
+        if url.startswith("data:"):
+            return _data_url(url, cap)
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise PermanentProviderError(f"{API_ERROR}: an output is not an http(s) URL")
+        s = self.settings
+        try:
+            with self.session.get(
+                url, stream=True, timeout=(s.connect_timeout, s.read_timeout)
+            ) as response:
+                if response.status_code in (403, 404, 410):
+                    raise Gone(
+                        f"{API_ERROR}: an output file is gone (HTTP {response.status_code})",
+                        details={"status_code": response.status_code},
+                    )
+                if response.status_code >= 300:
+                    raise self._status_error(response)
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > cap:
+                    raise _too_large(cap)
+                data = bytearray()
+                for chunk in response.iter_content(_CHUNK):
+                    data += chunk
+                    if len(data) > cap:
+                        raise _too_large(cap)
+                return bytes(data)
+        except requests.RequestException as exc:
+            raise self._network_error(exc, "an output download", urlsplit(url).netloc) from None
+
+    # -- errors ---------------------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self.settings.token, "[redacted]")
+
+    def _network_error(
+        self, exc: requests.RequestException, what: str, host: str | None = None
+    ) -> ProviderError:
+        host = host or urlsplit(self.settings.base_url).netloc
+        if isinstance(exc, requests.ConnectTimeout):
+            message = f"timed out connecting to {host} for {what}"
+        elif isinstance(exc, requests.Timeout):
+            message = f"no answer from {host} within {self.settings.read_timeout:g} s to {what}"
+        elif isinstance(exc, requests.ConnectionError):
+            message = f"connection to {host} failed during {what}"
+        else:  # the exception's text could quote a header; its name cannot
+            message = f"{type(exc).__name__} during {what}"
+        return TransientProviderError(self._redact(f"{API_ERROR}: {message}"))
+
+    def _status_error(self, response: requests.Response) -> ProviderError:
+        """Turn an error answer (RFC 7807 problem details, as Replicate sends) into an error."""
+        code = response.status_code
+        try:
+            problem = response.json()
+        except ValueError:
+            problem = None
+        problem = problem if isinstance(problem, dict) else {}
+        parts = [str(p) for p in (problem.get("title"), problem.get("detail")) if p]
+        if len(parts) == 2 and parts[1].startswith(parts[0]):
+            parts = parts[1:]  # "Request was throttled." + "Request was throttled. Expected..."
+        text = " ".join((": ".join(parts) or response.reason or f"HTTP {code}").split())
+        text = self._redact(text)[:MAX_DETAIL]
+        message = f"{API_ERROR}: {text}"
+        details: dict[str, Any] = {"status_code": code, "detail": text}
+        if isinstance(problem.get("invalid_fields"), list):
+            details["invalid_fields"] = json.loads(
+                self._redact(json.dumps(problem["invalid_fields"][:20]))
+            )
+        if code == 429:
+            retry_after = _retry_after(response.headers.get("Retry-After"))
+            return TransientProviderError(message, retry_after=retry_after, details=details)
+        if code >= 500 or code == 408:
+            return TransientProviderError(f"{message} (HTTP {code})", details=details)
+        if code in (404, 410):
+            return Gone(message, details=details)
+        return PermanentProviderError(message, details=details)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return max(0.0, min(MAX_RETRY_AFTER, seconds))
+
+
+def _too_large(cap: int) -> PermanentProviderError:
+    return PermanentProviderError(f"{API_ERROR}: an output file is larger than {cap} bytes")
+
+
+def _data_url(url: str, cap: int) -> bytes:
+    """The bytes of a base64 `data:` URL (Replicate's sync mode may answer with these)."""
+    header, _, payload = url.partition(",")
+    if not header.endswith(";base64") or len(payload) > cap * 4 // 3 + 4:
+        raise PermanentProviderError(f"{API_ERROR}: an output data URL is unusable or too large")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise PermanentProviderError(f"{API_ERROR}: an output data URL is not base64") from exc
