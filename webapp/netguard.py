@@ -9,8 +9,10 @@ Environment proxies are never used, redirects never followed, answers read to a 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -83,7 +85,11 @@ def address_allowed(address: IPAddress, allowed: list[Network]) -> bool:
     inner = _embedded_ipv4(address)
     if inner is not None:
         return address_allowed(inner, allowed)
-    return address.is_global and not address.is_multicast
+    if address.is_multicast or address.is_reserved:
+        return False  # reserved: e.g. IPv4-compatible ::a.b.c.d, which Python calls global
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return False  # fec0::/10, deprecated but still routed inside some networks
+    return address.is_global
 
 
 def check_url_shape(url: str) -> tuple[str, str, int, str]:
@@ -111,6 +117,9 @@ def resolve(url: str, allowed: list[Network]) -> Target:
     """Check a URL and pick the address to connect to; raise if any address is not allowed."""
     scheme, host, port, path = check_url_shape(url)
     try:
+        # An internationalised name in its ASCII (IDNA) form: the name DNS resolves, and
+        # the only form a Host header or TLS SNI can carry.
+        host = host.encode("idna").decode("ascii")
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise UnresolvableURL(f"{host} could not be resolved") from exc
@@ -137,9 +146,8 @@ def post(
 ) -> Answer:
     """POST to the checked address; no redirects, no proxies, at most `max_answer` bytes read."""
     default_port = 443 if target.scheme == "https" else 80
-    host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
-    if ":" in target.host and not target.host.startswith("["):
-        host_header = f"[{target.host}]" if target.port == default_port else host_header
+    name = f"[{target.host}]" if ":" in target.host else target.host  # an IPv6 literal
+    host_header = name if target.port == default_port else f"{name}:{target.port}"
     timeout = urllib3.Timeout(connect=connect_timeout, read=total_timeout, total=total_timeout)
     pool: urllib3.HTTPConnectionPool
     if target.scheme == "https":
@@ -158,7 +166,15 @@ def post(
         pool = urllib3.HTTPConnectionPool(
             target.address, target.port, timeout=timeout, retries=False, maxsize=1
         )
+    # Socket timeouts bound each wait, not the sum of them: a receiver that trickles one
+    # byte at a time would never time out. A watchdog shuts the socket at the deadline.
+    sockets: list[socket.socket] = []
+    fired = threading.Event()
+    pool.ConnectionCls = _watched(pool.ConnectionCls, sockets)  # type: ignore[misc]
+    watchdog = threading.Timer(total_timeout, _shut, (sockets, fired))
+    watchdog.daemon = True
     started = time.monotonic()
+    watchdog.start()
     try:
         response = pool.urlopen(
             "POST",
@@ -170,6 +186,9 @@ def post(
             preload_content=False,
             assert_same_host=False,
         )
+        if fired.is_set():  # the status and headers did not arrive whole in time
+            response.close()
+            raise urllib3.exceptions.TimeoutError("total timeout reached")
         deadline = started + total_timeout
         answer = b""
         try:
@@ -186,5 +205,30 @@ def post(
             response.close()
             response.release_conn()
         return Answer(response.status, answer, (time.monotonic() - started) * 1000)
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        if fired.is_set() and not isinstance(exc, urllib3.exceptions.TimeoutError):
+            raise urllib3.exceptions.TimeoutError("total timeout reached") from exc
+        raise
     finally:
+        watchdog.cancel()
         pool.close()
+
+
+def _watched(base: type, sockets: list[socket.socket]) -> type:
+    """A connection class that hands its socket to the watchdog once connected."""
+
+    class Watched(base):  # type: ignore[valid-type, misc]
+        def connect(self) -> None:
+            super().connect()
+            sockets.append(self.sock)
+
+    return Watched
+
+
+def _shut(sockets: list[socket.socket], fired: threading.Event) -> None:
+    """The deadline passed: end the connection, so any blocked read returns at once."""
+    fired.set()
+    for sock in sockets:
+        # The plain socket's shutdown, also for a TLS socket: it only ends the stream.
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)

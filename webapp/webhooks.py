@@ -61,13 +61,19 @@ def webhook_secret() -> str:
     path = Path(current_app.instance_path) / "webhook_secret"
     if not path.exists():
         fresh = SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+        # Written whole under a private name, then linked into place: the file appears
+        # only with its content (a reader never sees it empty), and only the first link
+        # wins when several threads or processes get here together.
+        draft = path.with_name(f".webhook_secret.{secrets.token_hex(8)}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            # O_EXCL: when web and worker start together, only one of them writes it.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(fresh)
+            os.link(draft, path)
         except FileExistsError:
             pass
+        finally:
+            draft.unlink()
     return path.read_text().strip()
 
 
@@ -200,6 +206,11 @@ def retry_delays() -> list[float]:
 # -- delivery -----------------------------------------------------------------------------
 
 
+def _lease_seconds() -> float:
+    config = current_app.config
+    return 60 + float(config["WEBHOOK_CONNECT_TIMEOUT"]) + float(config["WEBHOOK_TIMEOUT"])
+
+
 def _claim(event_id: str) -> str | None:
     """Take a due event for one delivery attempt; None if it is not due or someone has it."""
     now = now_utc()
@@ -215,7 +226,9 @@ def _claim(event_id: str) -> str | None:
             .values(
                 status="delivering",
                 lease_token=token,
-                lease_expires_at=now + timedelta(seconds=60),
+                # Longer than any attempt can take, so the sweep never sends a second copy
+                # while the first is still in flight.
+                lease_expires_at=now + timedelta(seconds=_lease_seconds()),
                 attempt_count=WebhookEvent.attempt_count + 1,
             )
             .execution_options(synchronize_session=False)
@@ -244,7 +257,14 @@ def _send(event: WebhookEvent) -> tuple[int | None, float | None, str | None, st
         return None, None, "timed out", None, False
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         return None, None, f"connection failed: {type(exc).__name__}", None, False
-    excerpt = answer.body[:EXCERPT_BYTES].decode("utf-8", "replace")
+    except Exception as exc:
+        # Recorded and retried like any failure, rather than leaving the claim to expire.
+        log.exception("webhook %s: unexpected error while sending", event.id)
+        return None, None, f"internal error: {type(exc).__name__}", None, False
+    # Text only (PostgreSQL cannot store NUL), and at most EXCERPT_BYTES once encoded:
+    # each replaced byte of a binary answer takes three.
+    excerpt = answer.body[:EXCERPT_BYTES].decode("utf-8", "replace").replace("\x00", "\ufffd")
+    excerpt = excerpt.encode()[:EXCERPT_BYTES].decode("utf-8", "ignore")
     return answer.status, round(answer.latency_ms, 1), None, excerpt, False
 
 
@@ -255,6 +275,7 @@ def deliver(event_id: str) -> str | None:
         return None
     event = db.session.get(WebhookEvent, event_id, populate_existing=True)
     db.session.commit()  # no transaction stays open during the network call
+    started_at = now_utc()
     status_code, latency, error, excerpt, give_up = _send(event)
     now = now_utc()
     delays = retry_delays()
@@ -271,7 +292,7 @@ def deliver(event_id: str) -> str | None:
         db.session.add(
             WebhookAttempt(
                 event_id=event_id,
-                attempted_at=now,
+                attempted_at=started_at,
                 status_code=status_code,
                 latency_ms=latency,
                 error=error,
@@ -368,7 +389,9 @@ def sweep(queued_event_ids: set[str] | None, now: datetime | None = None) -> dic
         db.session.execute(
             update(WebhookEvent)
             .where(WebhookEvent.status == "delivering", WebhookEvent.lease_expires_at <= now)
-            .values(status="retrying", lease_token=None, next_attempt_at=now)
+            # next_attempt_at stays as it was (before the claim, so long past): the
+            # re-queue below picks the delivery up in this same sweep.
+            .values(status="retrying", lease_token=None)
             .execution_options(synchronize_session=False)
         )
     stale = now - timedelta(seconds=float(current_app.config["STALE_QUEUE_SECONDS"]))
