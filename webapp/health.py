@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import tempfile
 from datetime import timedelta
 from typing import Any
@@ -21,9 +22,25 @@ WORKER_SEEN_SECONDS = 60
 
 
 def database_ok() -> bool:
-    """The database answers a query."""
+    """The database answers and accepts writes (a write lock taken and released at once)."""
     try:
-        db.session.execute(text("SELECT 1"))
+        if db.engine.dialect.name == "sqlite":
+            raw = db.engine.raw_connection()
+            try:
+                cursor = raw.cursor()
+                # A short wait: a probe must answer quickly, not queue behind a long writer.
+                cursor.execute("PRAGMA busy_timeout=2000")
+                try:
+                    cursor.execute("BEGIN IMMEDIATE")
+                    cursor.execute("ROLLBACK")
+                finally:
+                    cursor.execute("PRAGMA busy_timeout=15000")
+            finally:
+                raw.close()
+        else:
+            read_only = db.session.execute(text("SHOW transaction_read_only")).scalar()
+            db.session.rollback()
+            return read_only == "off"
         return True
     except Exception:
         log.warning("database check failed", exc_info=True)
@@ -32,9 +49,20 @@ def database_ok() -> bool:
 
 
 def queue_ok() -> bool:
-    """The queue storage answers."""
+    """The queue's storage answers and accepts writes, within a probe's patience."""
     try:
-        huey.pending_count()
+        filename = getattr(huey.storage, "filename", None)
+        if filename:
+            # Its own short-lived connection: huey's waits up to 10 s on a busy file.
+            conn = sqlite3.connect(filename, timeout=2, isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("SELECT count(*) FROM task")
+                conn.execute("ROLLBACK")
+            finally:
+                conn.close()
+        else:
+            huey.storage.conn.ping()
         return True
     except Exception:
         log.warning("queue check failed", exc_info=True)

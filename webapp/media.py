@@ -13,7 +13,9 @@ from pathlib import Path
 
 from flask import Response, current_app, send_file
 from PIL import Image
+from sqlalchemy import or_, select, update
 
+from webapp.database import write_transaction
 from webapp.extensions import db
 from webapp.models import Media, new_id, now_utc
 
@@ -175,10 +177,40 @@ def get_live_media(media_id: str) -> Media:
     return media
 
 
+def purge_expired(now: datetime | None = None, batch: int = 500) -> int:
+    """Remove the files of media past retention; keep the rows, marked, so URLs answer 410."""
+    now = now or now_utc()
+    days = float(current_app.config["RETENTION_DAYS"])
+    due = Media.expires_at <= now
+    if days > 0:
+        # Also honours a retention shortened after the media were made.
+        due = or_(due, Media.created_at <= now - timedelta(days=days))
+    purged = 0
+    while True:
+        rows = db.session.execute(
+            select(Media.id, Media.storage_path, Media.thumbnail_path)
+            .where(Media.purged_at.is_(None), due)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return purged
+        with write_transaction():
+            db.session.execute(
+                update(Media)
+                .where(Media.id.in_([r.id for r in rows]), Media.purged_at.is_(None))
+                .values(purged_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        # Files go after the commit: a row is never left pointing at a file already gone
+        # while it still claims to be servable.
+        for row in rows:
+            remove_files(row.storage_path, row.thumbnail_path)
+        purged += len(rows)
+        log.info("retention: purged %d media files", len(rows))
+
+
 def delete_media(media_id: str) -> None:
     """Delete a media row, then its file and thumbnail."""
-    from webapp.database import write_transaction
-
     with write_transaction():
         media = get_media(media_id)
         paths = (media.storage_path, media.thumbnail_path)

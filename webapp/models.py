@@ -138,11 +138,20 @@ class Media(db.Model):
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # Set when retention removed the files; the row stays so its URLs can answer 410.
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     job: Mapped[Job] = relationship(back_populates="media")
 
+    @property
+    def expired(self) -> bool:
+        """Whether the files are (or may now be) gone: their URLs answer 410."""
+        return self.is_expired()
+
     def is_expired(self, now: datetime | None = None) -> bool:
-        """Whether the retention period has passed."""
+        """Whether the retention period has passed (or its files were purged)."""
+        if self.purged_at is not None:
+            return True
         return self.expires_at is not None and self.expires_at <= (now or now_utc())
 
 

@@ -19,7 +19,7 @@ from huey import crontab
 from webapp import jobs, webhooks
 from webapp.database import write_transaction
 from webapp.extensions import db, huey
-from webapp.media import remove_files, store_image
+from webapp.media import purge_expired, remove_files, store_image
 from webapp.models import Job, JobStatus, WorkerBeat, now_utc
 from webapp.providers import get_model, provider_for
 from webapp.providers.base import GenerationTask, LeaseLost, ProviderError
@@ -187,6 +187,13 @@ def queued_ids(task_name: str) -> set[str] | None:
 def queued_job_ids() -> set[str] | None:
     """Ids of jobs with a message waiting in the queue, or None if the queue can't be read."""
     return queued_ids("run_job")
+
+
+@huey.periodic_task(crontab(minute="7"))
+@in_app_context
+def purge_expired_media() -> None:
+    """Every hour: remove the files of media past retention (their URLs then answer 410)."""
+    purge_expired()
 
 
 @huey.periodic_task(crontab(minute="*"))

@@ -49,6 +49,9 @@ class MediaSummarySchema(_MediaUrls, ma.Schema):
     width = fields.Integer(required=True)
     height = fields.Integer(required=True)
     expires_at = UTCDateTime(allow_none=True)
+    expired = fields.Boolean(
+        required=True, metadata={"description": "Past retention: its URLs answer 410"}
+    )
 
 
 class MediaLinkSchema(ma.Schema):
@@ -57,6 +60,7 @@ class MediaLinkSchema(ma.Schema):
     id = fields.String(required=True)
     url = fields.Method("get_url", metadata={"description": "Download path"})
     type = fields.String(required=True)
+    expired = fields.Boolean(required=True)
 
     def get_url(self, media: Media) -> str:
         """Download path, relative as the guide lists it."""
