@@ -55,6 +55,9 @@ def app_config(tmp_path: Path) -> dict[str, Any]:
         "RETRY_BASE_SECONDS": 0.01,
         "RETRY_MAX_SECONDS": 0.05,
         "PUBLIC_URL": "http://darkroom.test",
+        # Tests submit far faster than people; tests/test_ratelimit.py sets real limits.
+        "RATE_LIMIT_CREATE": "100000/minute",
+        "RATE_LIMIT_STATUS": "100000/minute",
     }
 
 

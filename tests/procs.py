@@ -143,6 +143,9 @@ class Stack:
             DARKROOM_PUBLIC_URL=self.base_url,
             DARKROOM_DEMO_STEP_SECONDS=str(step_seconds),
             DARKROOM_LEASE_SECONDS=str(lease_seconds),
+            # Tests submit far faster than people; tests/test_ratelimit.py sets real limits.
+            DARKROOM_RATE_LIMIT_CREATE="100000/minute",
+            DARKROOM_RATE_LIMIT_STATUS="100000/minute",
         )
         env.update(extra)
         return env

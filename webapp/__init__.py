@@ -37,6 +37,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from webapp.database import register_database
     from webapp.errors import register_errors
     from webapp.extensions import db, migrate
+    from webapp.ratelimit import register_rate_limits
     from webapp.schema import upgrade_schema
     from webapp.security import register_security
     from webapp.webhooks import register_webhooks
@@ -49,6 +50,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     register_api(app)
     register_security(app, api_blueprints())
     app.register_blueprint(pages.bp)
+    register_rate_limits(app)
     register_errors(app)
     register_cli(app)
     register_webhooks()

@@ -38,6 +38,10 @@ class Defaults:
     RETRY_BASE_SECONDS = 2.0
     RETRY_MAX_SECONDS = 300.0
     AUTO_MIGRATE = True
+    RATE_LIMIT_CREATE = "10/minute"  # job creation per client IP (API and browser together)
+    RATE_LIMIT_STATUS = "60/minute"  # API status reads per client IP
+    RATE_LIMIT_POLL = "600/minute"  # the browser's own live-update polling
+    TRUSTED_PROXIES = 0  # reverse proxies in front whose X-Forwarded-For is believed
     WEBHOOK_SECRET = ""  # empty: generated once into the instance folder
     WEBHOOK_ALLOWED_NETWORKS = ""  # CIDRs that webhooks may reach although not public
     WEBHOOK_RETRY_DELAYS = "10,60,300,1800,7200,21600"  # seconds before each retry

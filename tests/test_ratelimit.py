@@ -1,0 +1,100 @@
+"""Rate limits: per client, shared by the API and the browser, exact across processes."""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from tests.procs import API, running_stack
+
+BODY = {"prompt": "a limited fox", "parameters": {"width": 128, "height": 128}}
+
+
+@pytest.fixture
+def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
+    return {**app_config, "RATE_LIMIT_CREATE": "3/minute", "RATE_LIMIT_STATUS": "4/minute"}
+
+
+def create(client: FlaskClient, **headers: str):
+    return client.post(f"{API}/jobs/generate", json=BODY, headers=headers)
+
+
+def test_creation_is_limited_per_client(client: FlaskClient) -> None:
+    answers = [create(client) for _ in range(3)]
+    assert [a.status_code for a in answers] == [201, 201, 201]
+    assert answers[-1].headers["X-RateLimit-Limit"] == "3"
+    assert answers[-1].headers["X-RateLimit-Remaining"] == "0"
+    refused = create(client)
+    assert refused.status_code == 429
+    body = refused.get_json()
+    assert set(body) == {"detail", "request_id"}
+    assert "3 per 1 minute" in body["detail"]
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert "X-RateLimit-Reset" in refused.headers
+    assert client.get(f"{API}/jobs").get_json()["total"] == 3, "a refused request stores nothing"
+    # Another client has its own bucket.
+    other = client.post(f"{API}/jobs/generate", json=BODY, environ_base={"REMOTE_ADDR": "10.9.8.7"})
+    assert other.status_code == 201
+
+
+def test_api_and_browser_share_the_creation_bucket(client: FlaskClient) -> None:
+    html = client.get("/").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+    assert create(client).status_code == 201
+    assert create(client).status_code == 201
+    form = {"csrf_token": token, "prompt": "from the form", "model": "demo"}
+    assert client.post("/jobs", data=form, headers={"HX-Request": "true"}).status_code == 200
+    refused = client.post("/jobs", data=form, headers={"HX-Request": "true"})
+    assert refused.status_code == 429 and refused.mimetype == "text/html"
+    assert "Retry-After" in refused.headers
+    assert create(client).status_code == 429
+
+
+def test_status_reads_are_limited_but_browser_polling_is_not(client: FlaskClient) -> None:
+    job = create(client).get_json()
+    codes = [client.get(job["status_url"]).status_code for _ in range(5)]
+    assert codes == [200, 200, 200, 200, 429]
+    polls = [client.get(f"/poll?id={job['id']}", headers={"HX-Request": "true"}) for _ in range(10)]
+    assert {p.status_code for p in polls} == {200}
+
+
+def test_a_forged_forwarded_for_buys_nothing(client: FlaskClient) -> None:
+    codes = [create(client, **{"X-Forwarded-For": f"203.0.113.{i}"}).status_code for i in range(5)]
+    assert codes == [201, 201, 201, 429, 429]
+
+
+@pytest.mark.parametrize("trusted", [1])
+def test_a_trusted_proxy_count_uses_the_forwarded_address(
+    app_config: dict[str, Any], trusted: int, tmp_path: Path
+) -> None:
+    from webapp import create_app
+
+    app = create_app({**app_config, "TRUSTED_PROXIES": trusted, "INSTANCE_PATH": str(tmp_path)})
+    client = app.test_client()
+    codes = [create(client, **{"X-Forwarded-For": f"203.0.113.{i}"}).status_code for i in range(5)]
+    assert codes == [201] * 5, "each forwarded client has its own bucket"
+    same = [create(client, **{"X-Forwarded-For": "198.51.100.1"}).status_code for _ in range(4)]
+    assert same == [201, 201, 201, 429]
+
+
+@pytest.mark.e2e
+def test_the_limit_is_exact_across_web_processes(tmp_path: Path) -> None:
+    """Two gunicorn workers (the Procfile's default) still grant exactly 10 a minute."""
+    env = {"DARKROOM_RATE_LIMIT_CREATE": "10/minute", "WEB_CONCURRENCY": "2"}
+    with running_stack(tmp_path, worker=False, env=env) as stack:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            codes = list(
+                pool.map(
+                    lambda _: stack.post(f"{API}/jobs/generate", json=BODY).status_code, range(30)
+                )
+            )
+        assert codes.count(201) == 10, codes
+        assert codes.count(429) == 20, codes
+        booted = set(re.findall(r"Booting worker with pid: (\d+)", stack.log_text("web")))
+        assert len(booted) == 2, "the limit held across two web processes"
+        assert stack.get(f"{API}/jobs").json()["total"] == 10
