@@ -77,7 +77,16 @@ def gallery() -> BaseResponse:
         return redirect(url_for(".index", **{k: v for k, v in filters.items() if v}))
     cursor = request.args.get("cursor")
     page = gallery_page(cursor, filters["q"], filters["status"])
-    response = fragment("partials/gallery_page.html", page=page, filters=filters, first=not cursor)
+    # A new search replaces every card, so it also sets the poller; a further page only
+    # starts it (a running card there), never stops it for the cards above.
+    running = any(not j.status_enum.terminal for j in page.jobs)
+    response = fragment(
+        "partials/gallery_page.html",
+        page=page,
+        filters=filters,
+        first=not cursor,
+        oob_poller=running or not cursor,
+    )
     if not cursor:
         # The address bar follows the search, so it can be bookmarked and Back works.
         response.headers["HX-Push-Url"] = url_for(

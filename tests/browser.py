@@ -1,0 +1,311 @@
+"""Browser fixtures: the real stack, Debian's Chromium through Playwright, and a page watcher.
+
+Every page a test opens is watched: console errors and warnings, uncaught exceptions,
+Content-Security-Policy violations and unexpected dialogs (an `alert` from an injected
+script) are collected, and the test fails at teardown if any was seen.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Dialog, Page, sync_playwright
+
+from tests.procs import API, Stack, running_stack
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; Playwright never downloads a browser here
+# The network is closed: without these, Chromium keeps trying to reach Google's services.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+STEP_SECONDS = 0.15  # the demo model's pace per step: slow enough to watch progress
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+SMALL = {"width": 128, "height": 128, "num_inference_steps": 1}  # quick jobs for seeding
+
+# Runs before any script of every document, outside the page's CSP (Playwright injects it).
+WATCH_SCRIPT = """
+(() => {
+  window.__csp = [];
+  document.addEventListener("securitypolicyviolation", (event) => {
+    const seen = {
+      directive: event.violatedDirective,
+      blocked: event.blockedURI,
+      sample: event.sample,
+      source: event.sourceFile + ":" + event.lineNumber,
+      page: location.href,
+    };
+    window.__csp.push(seen);
+    if (window.__darkroomCsp) window.__darkroomCsp(seen);
+  }, true);
+  // Room for every request of a long session: poll timings are read from this buffer.
+  performance.setResourceTimingBufferSize(100000);
+  window.__layoutShift = 0;
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      if (!entry.hadRecentInput) window.__layoutShift += entry.value;
+    }
+  }).observe({type: "layout-shift", buffered: true});
+})();
+"""
+
+
+@dataclass
+class Watch:
+    """What one page reported: console, exceptions, CSP violations, dialogs, requests."""
+
+    console: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+    csp: list[dict[str, Any]] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+    unexpected_dialogs: list[str] = field(default_factory=list)
+    requests: list[tuple[float, str, str]] = field(default_factory=list)
+    visited: list[str] = field(default_factory=list)
+    expected_console: list[re.Pattern[str]] = field(default_factory=list)
+    expected_seen: list[str] = field(default_factory=list)
+    dialog_answers: list[bool] = field(default_factory=list)
+
+    def expect_console(self, pattern: str) -> None:
+        """Allow console messages matching `pattern` (a browser note about an expected 404)."""
+        self.expected_console.append(re.compile(pattern))
+
+    def answer_dialogs(self, *answers: bool) -> None:
+        """Accept (True) or dismiss (False) the next dialogs; any other dialog is a problem."""
+        self.dialog_answers.extend(answers)
+
+    def on_console(self, message: Any) -> None:
+        if message.type not in ("error", "warning"):
+            return
+        text = f"[{message.type}] {message.text} ({message.location.get('url', '')})"
+        if any(p.search(message.text) for p in self.expected_console):
+            self.expected_seen.append(text)
+        else:
+            self.console.append(text)
+
+    def on_dialog(self, dialog: Dialog) -> None:
+        seen = f"{dialog.type}: {dialog.message}"
+        if not self.dialog_answers:
+            self.unexpected_dialogs.append(seen)
+            dialog.dismiss()
+            return
+        self.dialogs.append(seen)
+        if self.dialog_answers.pop(0):
+            dialog.accept()
+        else:
+            dialog.dismiss()
+
+    def requests_to(self, path: str, since: float = 0.0, until: float | None = None) -> list[str]:
+        """URLs requested whose path is `path`, between two `time.monotonic()` stamps."""
+        until = time.monotonic() if until is None else until
+        return [
+            url
+            for stamp, _method, url in self.requests
+            if since <= stamp <= until and re.match(rf"^https?://[^/]+{re.escape(path)}(\?|$)", url)
+        ]
+
+    def problems(self) -> list[str]:
+        """Everything a user would call a bug."""
+        found = [f"console {m}" for m in self.console]
+        found += [f"page error {e}" for e in self.page_errors]
+        found += [f"CSP violation {v}" for v in self.csp]
+        found += [f"unexpected dialog {d}" for d in self.unexpected_dialogs]
+        return found
+
+
+class Pages:
+    """Opens watched pages in fresh browser contexts and checks them when the test ends."""
+
+    def __init__(self, browser: Browser, base_url: str) -> None:
+        self.browser = browser
+        self.base_url = base_url
+        self.contexts: list[BrowserContext] = []
+        self.watches: dict[int, Watch] = {}
+
+    def new(
+        self,
+        viewport: dict[str, int] | None = None,
+        color_scheme: str = "light",
+        base_url: str | None = None,
+        **options: Any,
+    ) -> Page:
+        """A page in a new context (own cookies), watched from its first document."""
+        context = self.browser.new_context(
+            viewport=viewport or DESKTOP,
+            color_scheme=color_scheme,  # type: ignore[arg-type]
+            base_url=base_url or self.base_url,
+            **options,
+        )
+        context.set_default_timeout(10_000)
+        self.contexts.append(context)
+        watch = Watch()
+        context.expose_binding("__darkroomCsp", lambda _source, seen: watch.csp.append(seen))
+        context.add_init_script(WATCH_SCRIPT)
+        page = context.new_page()
+        page.on("console", watch.on_console)
+        page.on("pageerror", lambda error: watch.page_errors.append(str(error)))
+        page.on("dialog", watch.on_dialog)
+        page.on("request", lambda r: watch.requests.append((time.monotonic(), r.method, r.url)))
+        page.on(
+            "framenavigated",
+            lambda frame: watch.visited.append(frame.url) if frame == page.main_frame else None,
+        )
+        self.watches[id(page)] = watch
+        return page
+
+    def watch(self, page: Page) -> Watch:
+        """The watch of a page this object opened."""
+        return self.watches[id(page)]
+
+    def close(self) -> list[str]:
+        """Close every context; return the problems seen on every page."""
+        problems = []
+        for watch in self.watches.values():
+            if watch.dialog_answers:
+                problems.append(f"expected dialogs that never came: {watch.dialog_answers}")
+            problems += [f"{p} on {watch.visited}" for p in watch.problems()]
+        for context in self.contexts:
+            for page in context.pages:
+                # The binding reports violations as they happen; the page's own list is a
+                # second witness (e.g. a violation while the page was closing).
+                try:
+                    late = page.evaluate("window.__csp || []")
+                except Exception:
+                    late = []
+                watch = self.watches.get(id(page))
+                known = watch.csp if watch else []
+                problems += [f"CSP violation {v}" for v in late if v not in known]
+            context.close()
+        return problems
+
+
+@pytest.fixture(scope="module", name="stack")
+def stack_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The Procfile's real web and worker processes, shared by a test module."""
+    with running_stack(tmp_path_factory.mktemp("browser"), step_seconds=STEP_SECONDS) as started:
+        started.wait_for_worker(timeout=15)
+        yield started
+
+
+@pytest.fixture(scope="module", name="browser")
+def browser_fixture() -> Iterator[Browser]:
+    """Debian's headless Chromium, driven by Playwright (never a downloaded browser)."""
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing: apt-get install chromium"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(name="pages")
+def pages_fixture(browser: Browser, stack: Stack) -> Iterator[Pages]:
+    """Open watched pages on the stack; fail the test if any page misbehaved."""
+    opened = Pages(browser, stack.base_url)
+    yield opened
+    problems = opened.close()
+    if problems:
+        pytest.fail("the pages reported problems:\n" + "\n".join(problems))
+
+
+@pytest.fixture(name="page")
+def page_fixture(pages: Pages) -> Page:
+    """A watched desktop page (1280x900, light)."""
+    return pages.new()
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def seed_jobs(
+    stack: Stack, prompts: list[str], timeout: float = 60, **parameters: Any
+) -> list[dict[str, Any]]:
+    """Submit jobs through the API (oldest first) and wait until all have ended."""
+    params = {**SMALL, **parameters}
+    ids = [stack.submit(prompt, parameters=params)["id"] for prompt in prompts]
+    done = stack.wait_terminal(ids, timeout=timeout)
+    return [done[job_id] for job_id in ids]
+
+
+def wait_idle(stack: Stack, timeout: float = 30) -> None:
+    """Wait until no job of the stack waits or runs (tests share one stack)."""
+
+    def idle() -> bool:
+        for status in ("pending", "processing", "retrying"):
+            body = stack.get(f"{API}/jobs", params={"status": status, "per_page": 1}).json()
+            if body["total"]:
+                return False
+        return True
+
+    stack.wait_until("an idle queue", idle, timeout=timeout)
+
+
+def page_clock(page: Page) -> float:
+    """The page's own clock (ms since its document started): `performance.now()`."""
+    return float(page.evaluate("performance.now()"))
+
+
+def polls(page: Page, since: float = 0.0, until: float | None = None) -> list[tuple[float, str]]:
+    """(start ms, URL) of the page's requests to /poll, as the browser timed them.
+
+    Playwright hands request events to Python whenever the test next talks to it, so only
+    the browser's resource timing tells when a request really started.
+    """
+    entries = page.evaluate(
+        """() => performance.getEntriesByType("resource")
+            .filter(e => new URL(e.name).pathname === "/poll")
+            .map(e => [e.startTime, e.name])"""
+    )
+    until = float("inf") if until is None else until
+    return [(start, url) for start, url in entries if since <= start <= until]
+
+
+def check_images(page: Page) -> list[dict[str, Any]]:
+    """Every image has alt text and reserved dimensions; none that loaded is broken."""
+    images = page.eval_on_selector_all(
+        "img",
+        """els => els.map(img => ({
+            src: img.currentSrc || img.src, alt: img.getAttribute("alt"),
+            width: img.getAttribute("width"), height: img.getAttribute("height"),
+            complete: img.complete, natural: img.naturalWidth, loading: img.loading,
+        }))""",
+    )
+    for image in images:
+        assert (image["alt"] or "").strip(), f"image without alt text: {image}"
+        assert image["width"] and image["height"], f"image without width/height: {image}"
+        assert not (image["complete"] and image["natural"] == 0), f"broken image: {image}"
+    return images
+
+
+def wait_images_loaded(page: Page, selector: str = "img") -> None:
+    """Wait until every image matching `selector` has decoded a picture."""
+    page.wait_for_function(
+        "sel => [...document.querySelectorAll(sel)].every(i => i.complete && i.naturalWidth > 0)",
+        arg=selector,
+    )
+
+
+def no_horizontal_scroll(page: Page) -> bool:
+    """True when the page is no wider than the viewport."""
+    return bool(
+        page.evaluate(
+            "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+        )
+    )
