@@ -223,3 +223,43 @@ def test_pages_answer_html(client: FlaskClient, path: str) -> None:
     response = client.get(path)
     assert response.mimetype == "text/html"
     assert response.status_code in (200, 404)
+
+
+class TestJobPageExtras:
+    def test_webhook_delivery_state_and_send_again(self, client: FlaskClient, app: Flask) -> None:
+        from webapp import webhooks
+
+        app.config["WEBHOOK_ALLOWED_NETWORKS"] = "127.0.0.0/8"
+        # Nothing listens on port 9: the delivery fails and is retried later.
+        job = submit(client, "hooked", webhook_url="http://127.0.0.1:9/hook")
+        run_queue()
+        event_id = webhooks.event_id_for(job["id"])
+        webhooks.deliver(event_id)
+        html = client.get(f"/jobs/{job['id']}").get_data(as_text=True)
+        assert "http://127.0.0.1:9/hook" in html and event_id in html
+        assert "badge-webhook-retrying" in html and "1 attempt" in html
+        answer = post_form(client, f"/jobs/{job['id']}/webhooks/redeliver", {})
+        assert answer.status_code == 200
+        assert "badge-webhook-pending" in answer.get_data(as_text=True)
+
+    @pytest.mark.parametrize(
+        ("params", "expected"),
+        [
+            ({"width": 1024, "height": 576, "aspect_ratio": "16:9"}, "ratio-16-9"),
+            ({"aspect_ratio": "custom", "width": 800, "height": 1000}, "ratio-4-5"),
+            ({"aspect_ratio": "1:1", "resize_to": "1200x800"}, "ratio-3-2"),
+            ({"aspect_ratio": "9:21"}, "ratio-9-21"),
+            ({}, "ratio-1-1"),
+        ],
+    )
+    def test_placeholder_ratio_follows_the_final_size(self, params: dict, expected: str) -> None:
+        from webapp.pages.forms import ratio_class
+
+        assert ratio_class(Job(provider_parameters=params)) == expected
+
+    def test_form_booleans_become_json_booleans(self) -> None:
+        from webapp.pages.forms import _convert
+
+        assert _convert("true", "boolean") is True
+        assert _convert("false", "boolean") is False
+        assert _convert("maybe", "boolean") == "maybe"

@@ -9,17 +9,32 @@ from typing import Any
 from flask import Blueprint, Response, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from webapp import jobs
+from webapp import jobs, webhooks
 from webapp import media as storage
 from webapp.gallery import gallery_page, jobs_by_ids, queue_counts
 from webapp.htmx import fragment, render, wants_partial
-from webapp.models import JobStatus
-from webapp.pages.forms import FormState, curl_command, errors_by_field, prefill, request_data
+from webapp.models import Job, JobStatus, WebhookEvent
+from webapp.pages.forms import (
+    FormState,
+    curl_command,
+    errors_by_field,
+    prefill,
+    ratio_class,
+    request_data,
+)
 from webapp.params import RequestInvalid, parse_job_data
 from webapp.providers import available_models, default_model_id, get_model
 
 bp = Blueprint("pages", __name__)
 bp.add_app_template_global(curl_command)
+bp.add_app_template_global(ratio_class)
+
+
+@bp.app_template_global()
+def webhook_events(job: Job) -> list[WebhookEvent]:
+    """The job's webhook events with their attempts, for the job page."""
+    return webhooks.deliveries(job.id)
+
 
 STATUS_FILTERS = ("active", *(s.value for s in JobStatus))
 
@@ -181,6 +196,15 @@ def vary(job_id: str) -> BaseResponse:
         response.headers["HX-Redirect"] = target
         return response
     return redirect(target, 303)
+
+
+@bp.post("/jobs/<job_id>/webhooks/redeliver")
+def redeliver(job_id: str) -> BaseResponse:
+    """Send the job's webhook event again, then show the job as it is now."""
+    webhooks.redeliver(job_id)
+    if not wants_partial():
+        return redirect(url_for(".job_page", job_id=job_id), 303)
+    return fragment("partials/job_detail.html", job=jobs.get_job(job_id))
 
 
 @bp.get("/media/<media_id>")

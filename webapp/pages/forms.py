@@ -11,7 +11,8 @@ from werkzeug.datastructures import MultiDict
 
 from webapp import urls
 from webapp.models import Job
-from webapp.providers.base import ModelSpec
+from webapp.providers.base import ASPECT_RATIOS, ModelSpec
+from webapp.providers.mapping import nearest_aspect_ratio
 
 # Fields the form shows outside the "Advanced" section.
 MAIN_FIELDS = ("aspect_ratio",)
@@ -50,6 +51,8 @@ def _convert(raw: str, kind: str) -> Any:
             return float(raw)
     except ValueError:
         return raw
+    if kind == "boolean":
+        return {"true": True, "false": False}.get(raw.lower(), raw)
     return raw
 
 
@@ -83,6 +86,21 @@ def prefill(job: Job, *, new_seed: bool = False) -> dict[str, Any]:
     if new_seed:
         values.pop("seed", None)
     return values
+
+
+def ratio_class(job: Job) -> str:
+    """The CSS aspect-ratio class of a job's picture before it exists (no layout shift)."""
+    params = job.provider_parameters or {}
+    size = str(params.get("resize_to") or "")
+    width, _, height = size.partition("x")
+    if not (width.isdigit() and height.isdigit()):
+        width, height = str(params.get("width") or ""), str(params.get("height") or "")
+    if width.isdigit() and height.isdigit() and int(width) and int(height):
+        ratio = nearest_aspect_ratio(int(width), int(height))
+    else:
+        ratio = str(params.get("aspect_ratio") or "1:1")
+        ratio = ratio if ratio in ASPECT_RATIOS else "1:1"
+    return "ratio-" + ratio.replace(":", "-")
 
 
 def curl_command(job: Job) -> str:

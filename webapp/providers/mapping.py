@@ -74,7 +74,11 @@ def _size(spec: ModelSpec, requested: dict[str, Any], warnings: list[str]) -> di
             warnings.append(
                 f"aspect_ratio={aspect} was ignored because width and height were given"
             )
-        return {"width": width, "height": height, "aspect_ratio": aspect or _nearest(width, height)}
+        return {
+            "width": width,
+            "height": height,
+            "aspect_ratio": aspect or nearest_aspect_ratio(width, height),
+        }
     ratio = ratio_of(aspect) if aspect else 1.0
     if width:
         height = _fit(width / ratio, low, high)
@@ -84,7 +88,11 @@ def _size(spec: ModelSpec, requested: dict[str, Any], warnings: list[str]) -> di
         width, height = spec.base_size, _fit(spec.base_size / ratio, low, high)
     else:
         width, height = _fit(spec.base_size * ratio, low, high), spec.base_size
-    return {"width": width, "height": height, "aspect_ratio": aspect or _nearest(width, height)}
+    return {
+        "width": width,
+        "height": height,
+        "aspect_ratio": aspect or nearest_aspect_ratio(width, height),
+    }
 
 
 def _fit(value: float, low: int, high: int) -> int:
@@ -92,6 +100,6 @@ def _fit(value: float, low: int, high: int) -> int:
     return max(low, min(high, round(value / 8) * 8))
 
 
-def _nearest(width: int, height: int) -> str:
+def nearest_aspect_ratio(width: int, height: int) -> str:
     """The supported aspect ratio closest to a width and height."""
     return min(ASPECT_RATIOS, key=lambda r: abs(ratio_of(r) - width / height))
