@@ -117,8 +117,6 @@ def client_ip() -> str:
     return request.remote_addr or "unknown"
 
 
-limiter = Limiter(key_func=client_ip)
-
 # Endpoint → (config key, scope). Creating a job from the API, the browser form or "Vary
 # seed" draws on one shared bucket per client.
 LIMITED = {
@@ -145,7 +143,8 @@ def register_rate_limits(app: Flask) -> None:
     config.setdefault("RATELIMIT_KEY_PREFIX", "darkroom")
     # A broken counter store must not take the service down with it.
     config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
-    limiter.init_app(app)
+    # One limiter per app: Flask-Limiter keeps the limits it decorates on the instance.
+    limiter = Limiter(key_func=client_ip, app=app)
     for endpoint, (key, scope) in LIMITED.items():
         view = app.view_functions.get(endpoint)
         if view is not None:
