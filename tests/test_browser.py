@@ -198,10 +198,14 @@ def test_empty_gallery_says_what_to_do(page: Page, stack: Stack) -> None:
     expect(page.locator("#poller")).to_have_attribute("data-active", "false")
 
 
-def test_screenshots_of_the_main_pages(pages: Pages, stack: Stack) -> None:
-    """The docs' screenshots, from a gallery holding only the showcase (so: runs second)."""
+def test_screenshots_of_the_main_pages(pages: Pages, stack: Stack, tmp_path: Path) -> None:
+    """The docs' screenshots, from a gallery holding only the showcase (so: runs second).
+
+    They go to a scratch folder, so a test run never changes tracked files;
+    `make screenshots` writes docs/screenshots/ the same way.
+    """
     assert stack.get(f"{API}/jobs").json()["total"] == 0, "the gallery is not empty"
-    written = make_screenshots.capture(stack, pages.new)
+    written = make_screenshots.capture(stack, pages.new, out_dir=tmp_path)
     sizes = {path.name: Image.open(path).size for path in written}
     for name, size in sizes.items():
         width = PHONE["width"] if "phone" in name else DESKTOP["width"]
