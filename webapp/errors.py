@@ -107,8 +107,9 @@ def register_errors(app: Flask) -> None:
             detail = f"Method {request.method} is not allowed here"
         response = _page_or_json(status, detail)
         if isinstance(response, Response):
+            # Only the headers that belong to the error (werkzeug's also name an HTML body).
             for header, value in exc.get_headers():
-                if header.lower() in ("allow", "retry-after"):
+                if header.lower() in ("allow", "retry-after", "content-range"):
                     response.headers[header] = value
         return response
 

@@ -107,9 +107,36 @@ def _unify_newlines(value: Any) -> Any:
     return value.replace("\r\n", "\n") if isinstance(value, str) else value
 
 
+# What the validators above accept, as JSON Schema patterns for the OpenAPI document. They
+# only document: the validators stay the authority (and keep their own error wording).
+_CONTROL = r"\x00-\x08\x0B-\x1F\x7F-\x9F"  # Unicode Cc but tab and newline: `_check_text`
+_UNICODE_SPACE = "\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_SPACE = r"\x00-\x20\x7F-\xA0" + _UNICODE_SPACE  # `str.isspace()`, and control characters
+_TEXT_CHAR = rf"(?:[^{_CONTROL}]|\r\n)"  # CRLF counts as a newline
+_SOLID_TEXT = rf"{_TEXT_CHAR}*[^{_SPACE}]{_TEXT_CHAR}*"  # not blank
+TEXT_PATTERN = rf"^{_SOLID_TEXT}$"
+OPTIONAL_TEXT_PATTERN = rf"^(?:{_SOLID_TEXT})?$"
+_TEXT_RULES = (
+    f"{MAX_PROMPT} characters at most, not blank, no control characters but tab and newline; "
+    "a CRLF line break counts as one character (it is stored as LF)"
+)
+# `_check_http_url` and the SSRF guard's shape check: http(s), a host, no credentials, a port
+# that fits in 16 bits, no white space or control characters. Host names are written in
+# ASCII here; international ones are accepted too (and looked up in their IDNA form).
+_PORT = r"(?:[0-9]{0,4}|[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_URL_CHAR = rf"[^\x00-\x20\x85\xA0{_UNICODE_SPACE}]"
+WEBHOOK_URL_PATTERN = (
+    rf"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9._~!$&'()*+,;=%-]+(?::{_PORT})?(?:[/?#]{_URL_CHAR}*)?$"
+)
+
 Prompt = Annotated[
     str,
-    Field(min_length=1, max_length=MAX_PROMPT),
+    Field(
+        min_length=1,
+        max_length=MAX_PROMPT,
+        json_schema_extra={"pattern": TEXT_PATTERN},
+        description=f"The text: {_TEXT_RULES}.",
+    ),
     BeforeValidator(_unify_newlines),
     AfterValidator(_check_text),
 ]
@@ -132,7 +159,11 @@ class GenerationParameters(BaseModel):
     negative_prompt: (
         Annotated[
             str,
-            Field(max_length=MAX_PROMPT),
+            Field(
+                max_length=MAX_PROMPT,
+                json_schema_extra={"pattern": OPTIONAL_TEXT_PATTERN},
+                description=f"Empty, or text: {_TEXT_RULES}.",
+            ),
             BeforeValidator(_unify_newlines),
             AfterValidator(_check_optional_text),
         ]
@@ -150,12 +181,29 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
     prompt: Prompt
-    model: str | None = Field(None, min_length=1, max_length=64)
+    model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="A model id from `GET /api/v1/models`; the default model if left out",
+    )
     parameters: GenerationParameters | None = None
     webhook_url: (
-        Annotated[str, Field(max_length=MAX_URL), AfterValidator(_check_http_url)] | None
+        Annotated[
+            str,
+            Field(
+                max_length=MAX_URL,
+                json_schema_extra={"pattern": WEBHOOK_URL_PATTERN},
+                description="Where the job's events are posted: an http(s) URL whose host "
+                "resolves only to public addresses (checked now and before each delivery)",
+            ),
+            AfterValidator(_check_http_url),
+        ]
+        | None
     ) = None
-    metadata: Annotated[dict[str, Any], AfterValidator(_check_metadata)] | None = None
+    metadata: Annotated[dict[str, Any], AfterValidator(_check_metadata)] | None = Field(
+        None, description=f"Any JSON object up to {MAX_METADATA_BYTES} bytes, echoed back as sent"
+    )
 
     def requested_parameters(self) -> dict[str, Any]:
         """The parameters the client set, without the ones left out."""

@@ -9,6 +9,7 @@ from flask import Blueprint, Flask, send_from_directory
 from werkzeug.wrappers import Response
 
 from webapp.api import health, jobs, media, models, webhooks
+from webapp.api.docs import CommonHeadersPlugin
 from webapp.extensions import api
 from webapp.params import JobCreate
 
@@ -32,9 +33,22 @@ def api_blueprints() -> list:
     return [module.blp for module in API_MODULES]
 
 
+# Registered once: flask-smorest replays it into the spec of every app it is bound to.
+api.register_converter(jobs.JobIdConverter, jobs.job_id_param_schema)
+
+
 def register_api(app: Flask) -> None:
     """Bind flask-smorest, document pydantic request bodies, register the blueprints."""
+    app.url_map.converters["job_id"] = jobs.JobIdConverter
+    # flask-smorest would document a `default` answer in its own error shape, which our
+    # handlers never send; every real answer is documented per operation instead.
+    api.DEFAULT_ERROR_RESPONSE_NAME = None
     api.init_app(app)
+    for unused in ("Error", "PaginationMetadata"):  # flask-smorest's; we answer neither
+        api.spec.components.schemas.pop(unused, None)
+    plugin = CommonHeadersPlugin()
+    plugin.init_spec(api.spec)
+    api.spec.plugins.append(plugin)
     schema = JobCreate.model_json_schema(ref_template="#/components/schemas/{model}")
     for name, definition in schema.pop("$defs", {}).items():
         api.spec.components.schema(name, component=definition)

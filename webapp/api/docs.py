@@ -1,8 +1,19 @@
-"""OpenAPI fragments for pydantic-validated requests and the shared error answers."""
+"""OpenAPI fragments: pydantic-validated requests, the shared error answers, common headers.
+
+The document is checked against the running app by `tests/test_fuzz.py` (schemathesis): every
+status, header and body an endpoint really answers is written down here or next to it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from apispec import APISpec, BasePlugin
+from flask_smorest import Blueprint
+from pydantic import BaseModel
+
+from webapp.api.schemas import DetailErrorSchema, ServerErrorSchema, ValidationErrorSchema
 
 JSON = "application/json"
 
@@ -12,16 +23,134 @@ def ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def operation_ref(path: str, method: str) -> str:
+    """A JSON pointer to an operation of the API, for OpenAPI links."""
+    pointer = f"/api/v1{path}".replace("~", "~0").replace("/", "~1")
+    return f"#/paths/{pointer}/{method}"
+
+
 def json_body(schema: str) -> dict[str, Any]:
     """Document a required JSON request body."""
     return {"requestBody": {"required": True, "content": {JSON: {"schema": ref(schema)}}}}
 
 
+ERROR_SCHEMAS = {
+    "DetailError": DetailErrorSchema,
+    "ValidationError": ValidationErrorSchema,
+    "ServerError": ServerErrorSchema,
+}
+
 ERRORS = {
     400: ("DetailError", "The body is not valid JSON"),
     404: ("DetailError", "No such resource"),
-    409: ("DetailError", "The job already ended"),
+    405: ("DetailError", "The method is not allowed on this path"),
+    409: ("DetailError", "The job is in a state that does not allow this"),
     410: ("DetailError", "The media item has expired"),
     413: ("DetailError", "The body is too large"),
     422: ("ValidationError", "The request failed validation"),
+    429: ("DetailError", "Too many requests from this client; `detail` names the limit"),
+    500: ("ServerError", "An unexpected error (the traceback is in the log, never in the body)"),
 }
+
+
+def errors(blp: Blueprint, *codes: int) -> Callable[[Any], Any]:
+    """Document an endpoint's error answers, and the 500 that any endpoint may give."""
+
+    def decorate(fn: Any) -> Any:
+        for code in (*codes, 500):
+            name, description = ERRORS[code]
+            fn = blp.alt_response(code, schema=ERROR_SCHEMAS[name], description=description)(fn)
+        return fn
+
+    return decorate
+
+
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """Document a pydantic-validated query string, one parameter per field.
+
+    The schemas come from the model itself, so the document states the bounds the
+    validation really enforces. An optional field is simply left out of the query.
+    """
+    schema = model.model_json_schema()
+    params = []
+    for name, prop in schema["properties"].items():
+        prop = {k: v for k, v in prop.items() if k != "title"}
+        branches = [b for b in prop.pop("anyOf", []) if b.get("type") != "null"]
+        if len(branches) == 1:
+            prop.update(branches[0])
+        elif branches:
+            prop["anyOf"] = branches
+        if prop.get("default", "") is None:
+            del prop["default"]
+        required = name in schema.get("required", [])
+        params.append({"in": "query", "name": name, "required": required, "schema": prop})
+    return params
+
+
+def header(description: str, schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    """A response header's documentation."""
+    return {"description": description, "required": required, "schema": schema}
+
+
+REQUEST_ID_HEADER = header(
+    "The request's id: the client's own `X-Request-ID` if it is sane, else a new one. "
+    "Error bodies carry it as `request_id`.",
+    {"type": "string", "pattern": r"^[A-Za-z0-9._:-]{1,128}$"},
+)
+NOSNIFF_HEADER = header("Always `nosniff`.", {"type": "string", "const": "nosniff"})
+
+COMMON_HEADERS = {"X-Request-ID": REQUEST_ID_HEADER, "X-Content-Type-Options": NOSNIFF_HEADER}
+"""Headers that every answer of the API carries (set in `webapp.errors`)."""
+
+_SECONDS = {"type": "integer", "minimum": 0}
+RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": header("Requests allowed per window", _SECONDS, required=False),
+    "X-RateLimit-Remaining": header("Requests left in this window", _SECONDS, required=False),
+    "X-RateLimit-Reset": header("When the window ends (Unix time)", _SECONDS, required=False),
+    "Retry-After": header("Seconds until the window ends", _SECONDS, required=False),
+}
+"""Headers of rate-limited endpoints (Flask-Limiter's, on every answer of such an endpoint)."""
+
+
+def rate_limited(blp: Blueprint) -> Callable[[Any], Any]:
+    """Document an endpoint limited per client (see `webapp.ratelimit.LIMITED`)."""
+    name, description = ERRORS[429]
+    headers = {"Retry-After": {**RATE_LIMIT_HEADERS["Retry-After"], "required": True}}
+    return blp.alt_response(
+        429, schema=ERROR_SCHEMAS[name], description=description, headers=headers
+    )
+
+
+METHOD_NOT_ALLOWED_HEADERS = {
+    "Allow": header("The methods this path accepts", {"type": "string", "minLength": 1})
+}
+
+
+class CommonHeadersPlugin(BasePlugin):
+    """Document the headers that every answer carries on every response of every operation."""
+
+    def init_spec(self, spec: APISpec) -> None:
+        """Register the headers as components, referenced from each response."""
+        self.spec = spec
+        for name, definition in {**COMMON_HEADERS, **RATE_LIMIT_HEADERS}.items():
+            spec.components.header(name, definition)
+
+    def operation_helper(
+        self, path: str | None = None, operations: dict | None = None, **kwargs: Any
+    ) -> None:
+        """Add the common headers to each response (after flask-smorest built them).
+
+        An operation that may answer 429 is rate-limited: all its answers carry the limiter's
+        headers.
+        """
+        for operation in (operations or {}).values():
+            responses = operation.get("responses", {})
+            limited = "429" in responses or 429 in responses
+            for response in responses.values():
+                if isinstance(response, dict) and "$ref" not in response:
+                    headers = response.setdefault("headers", {})
+                    for name in COMMON_HEADERS:
+                        headers.setdefault(name, {"$ref": f"#/components/headers/{name}"})
+                    if limited:
+                        for name in RATE_LIMIT_HEADERS:
+                            headers.setdefault(name, {"$ref": f"#/components/headers/{name}"})

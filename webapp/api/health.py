@@ -8,6 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from webapp import health
+from webapp.api.docs import errors
 from webapp.api.schemas import HealthSchema, LiveSchema, ReadySchema
 
 blp = Blueprint("health", __name__, description="Service health")
@@ -19,6 +20,7 @@ class Health(MethodView):
 
     @blp.response(200, HealthSchema)
     @blp.alt_response(503, schema=HealthSchema, description="A store is down")
+    @errors(blp)
     def get(self) -> tuple[dict[str, Any], int]:
         """Report the database, queue, storage and worker state"""
         body = health.report()
@@ -30,6 +32,7 @@ class Live(MethodView):
     """Liveness."""
 
     @blp.response(200, LiveSchema)
+    @errors(blp)
     def get(self) -> dict[str, str]:
         """Answer while the process serves requests"""
         return {"status": "alive"}
@@ -41,6 +44,7 @@ class Ready(MethodView):
 
     @blp.response(200, ReadySchema)
     @blp.alt_response(503, schema=ReadySchema, description="Not ready")
+    @errors(blp)
     def get(self) -> tuple[dict[str, Any], int]:
         """Answer 200 when the database, queue and storage work, else 503"""
         services = health.check_services()

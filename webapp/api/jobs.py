@@ -7,43 +7,73 @@ from typing import Any
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from werkzeug.routing import BaseConverter
 
 from webapp import jobs, urls
-from webapp.api.docs import ERRORS, json_body
-from webapp.api.schemas import (
-    DetailErrorSchema,
-    JobCreatedSchema,
-    JobListSchema,
-    JobSchema,
-    ValidationErrorSchema,
+from webapp.api.docs import (
+    ERROR_SCHEMAS,
+    ERRORS,
+    METHOD_NOT_ALLOWED_HEADERS,
+    errors,
+    json_body,
+    operation_ref,
+    query_parameters,
+    rate_limited,
 )
+from webapp.api.schemas import JobCreatedSchema, JobListSchema, JobSchema
 from webapp.models import Job
-from webapp.params import parse_job_create, parse_list_args
+from webapp.params import JobListArgs, parse_job_create, parse_list_args
 
 blp = Blueprint("jobs", __name__, description="Submit generation jobs and follow them")
 
-_ERROR_SCHEMAS = {"DetailError": DetailErrorSchema, "ValidationError": ValidationErrorSchema}
+CREATED_LINKS = {
+    name: {
+        "operationRef": operation_ref(path, method),
+        "parameters": {"job_id": "$response.body#/id"},
+    }
+    for name, path, method in (
+        ("GetJobStatus", "/jobs/status/{job_id}", "get"),
+        ("CancelJob", "/jobs/{job_id}", "delete"),
+        ("GetJobWebhooks", "/jobs/{job_id}/webhooks", "get"),
+    )
+}
+"""Where a created job can be followed (OpenAPI links, also used by stateful fuzzing)."""
 
 
-def errors(*codes: int) -> Any:
-    """Document error answers of an endpoint."""
+class JobIdConverter(BaseConverter):
+    """A job id as the last path segment: anything but `generate`.
 
-    def decorate(fn: Any) -> Any:
-        for code in codes:
-            name, description = ERRORS[code]
-            fn = blp.alt_response(code, schema=_ERROR_SCHEMAS[name], description=description)(fn)
-        return fn
+    `/jobs/generate` belongs to the submission endpoint; without this, `/jobs/<job_id>` also
+    matched it, so `DELETE /jobs/generate` looked for a job called "generate" and `OPTIONS`
+    advertised DELETE there.
+    """
 
-    return decorate
+    regex = r"(?!generate$)[^/]+"
+
+
+def job_id_param_schema(_converter: JobIdConverter) -> dict[str, Any]:
+    """How the converter's path parameter is documented."""
+    return {"type": "string", "minLength": 1, "not": {"const": "generate"}}
 
 
 @blp.route("/jobs/generate")
 class JobGenerate(MethodView):
     """Submit a job."""
 
-    @blp.doc(**json_body("JobCreate"))
-    @blp.response(201, JobCreatedSchema, headers={"Location": {"schema": {"type": "string"}}})
-    @errors(400, 413, 422)
+    @blp.doc(**json_body("JobCreate"), responses={201: {"links": CREATED_LINKS}})
+    @blp.response(
+        201,
+        JobCreatedSchema,
+        headers={
+            "Location": {
+                "description": "The job's status path, as `status_url`",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^/api/v1/jobs/status/[^/]+$"},
+            }
+        },
+    )
+    @errors(blp, 400, 413, 422)
+    @rate_limited(blp)
     def post(self) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Queue a generation job"""
         body = parse_job_create(request.get_data())
@@ -66,7 +96,8 @@ class JobStatusView(MethodView):
     """A job's status."""
 
     @blp.response(200, JobSchema)
-    @errors(404)
+    @errors(blp, 404)
+    @rate_limited(blp)
     def get(self, job_id: str) -> Job:
         """Get a job's status, progress and media"""
         return jobs.get_job(job_id)
@@ -76,26 +107,9 @@ class JobStatusView(MethodView):
 class Jobs(MethodView):
     """The job listing."""
 
-    @blp.doc(
-        parameters=[
-            {"in": "query", "name": "page", "schema": {"type": "integer", "minimum": 1}},
-            {
-                "in": "query",
-                "name": "per_page",
-                "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
-            },
-            {
-                "in": "query",
-                "name": "status",
-                "schema": {
-                    "type": "string",
-                    "enum": [s for s in JobSchema().fields["status"].metadata["enum"]],
-                },
-            },
-        ]
-    )
+    @blp.doc(parameters=query_parameters(JobListArgs))
     @blp.response(200, JobListSchema)
-    @errors(422)
+    @errors(blp, 422)
     def get(self) -> dict[str, Any]:
         """List jobs, newest first"""
         args = parse_list_args(request.args.to_dict())
@@ -111,12 +125,18 @@ class Jobs(MethodView):
         }
 
 
-@blp.route("/jobs/<string:job_id>")
+@blp.route("/jobs/<job_id:job_id>")
 class JobById(MethodView):
     """One job."""
 
     @blp.response(204)
-    @errors(404, 409)
+    @errors(blp, 404, 409)
+    @blp.alt_response(
+        405,
+        schema=ERROR_SCHEMAS[ERRORS[405][0]],
+        description="`generate` is not a job id: `/jobs/generate` only accepts POST",
+        headers=METHOD_NOT_ALLOWED_HEADERS,
+    )
     def delete(self, job_id: str) -> None:
         """Cancel a waiting or running job"""
         jobs.cancel_job(job_id)

@@ -2,38 +2,100 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from werkzeug.exceptions import PreconditionFailed
 
 from webapp import media as storage
-from webapp.api.jobs import errors
+from webapp.api.docs import errors, header, ref
 from webapp.api.schemas import MediaInfoSchema
 from webapp.models import Media
 
 blp = Blueprint("media", __name__, description="Download and manage generated media")
 
-IMAGE = {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_ETAG = header("The file's entity tag, for `If-None-Match`", {"type": "string", "minLength": 3})
+_FILE_HEADERS = {
+    "ETag": _ETAG,
+    "Last-Modified": header(
+        "When the file was written, for `If-Modified-Since`", {"type": "string"}
+    ),
+    "Cache-Control": header("Files never change once written", {"type": "string"}),
+    "Accept-Ranges": header("Byte ranges are served", {"type": "string", "const": "bytes"}),
+    "Content-Length": header("Bytes in this answer", {"type": "integer", "minimum": 0}),
+}
+
+
+def _file_responses(what: str, mime_types: tuple[str, ...]) -> dict[str, Any]:
+    """The answers of a file download: whole, a byte range, not modified, bad range."""
+    content = {mime: _BINARY for mime in mime_types}
+    disposition = header(
+        "`inline`, with the file's name", {"type": "string", "pattern": "^inline; filename="}
+    )
+    detail = {"application/json": {"schema": ref("DetailError")}}
+    return {
+        "200": {
+            "description": what,
+            "content": content,
+            "headers": {"Content-Disposition": disposition, **_FILE_HEADERS},
+        },
+        "206": {
+            "description": "The byte range asked for with `Range` (one range)",
+            "content": content,
+            "headers": {
+                "Content-Range": header(
+                    "Which bytes of how many", {"type": "string", "pattern": r"^bytes \d+-\d+/\d+$"}
+                ),
+                **_FILE_HEADERS,
+            },
+        },
+        "304": {
+            "description": "Not modified since `If-None-Match` or `If-Modified-Since`",
+            "headers": {"ETag": _ETAG},
+        },
+        "412": {
+            "description": "`If-Match` names another version of the file",
+            "content": detail,
+        },
+        "416": {
+            "description": "The `Range` cannot be served: past the end, several ranges, or "
+            "malformed",
+            "content": detail,
+            "headers": {
+                "Content-Range": header(
+                    "The file's length", {"type": "string", "pattern": r"^bytes \*/\d+$"}
+                )
+            },
+        },
+    }
+
+
+def _conditional(response: Response) -> Response:
+    """The file answer, or our JSON error when the client's `If-Match` failed.
+
+    Werkzeug marks a failed `If-Match` with status 412 but keeps the whole file as its body.
+    """
+    if response.status_code == 412:
+        response.close()
+        raise PreconditionFailed("If-Match does not match the file's current ETag")
+    return response
 
 
 @blp.route("/media/<string:media_id>")
 class MediaById(MethodView):
     """One media item's file."""
 
-    @blp.doc(
-        responses={
-            "200": {"description": "The file", **IMAGE},
-            "206": {"description": "A byte range"},
-            "304": {"description": "Not modified"},
-        }
-    )
-    @errors(404, 410)
+    @blp.doc(responses=_file_responses("The file", tuple(f[1] for f in storage.FORMATS.values())))
+    @errors(blp, 404, 410)
     def get(self, media_id: str) -> Response:
         """Download the file (supports ETag and Range)"""
-        return storage.send_media(storage.get_live_media(media_id))
+        return _conditional(storage.send_media(storage.get_live_media(media_id)))
 
     @blp.response(204)
-    @errors(404)
+    @errors(blp, 404)
     def delete(self, media_id: str) -> None:
         """Delete the file, its thumbnail and its record"""
         storage.delete_media(media_id)
@@ -43,16 +105,11 @@ class MediaById(MethodView):
 class MediaThumbnail(MethodView):
     """One media item's thumbnail."""
 
-    @blp.doc(
-        responses={
-            "200": {"description": "A WebP thumbnail, longest side 512", **IMAGE},
-            "304": {"description": "Not modified"},
-        }
-    )
-    @errors(404, 410)
+    @blp.doc(responses=_file_responses("A WebP thumbnail, longest side 512", ("image/webp",)))
+    @errors(blp, 404, 410)
     def get(self, media_id: str) -> Response:
-        """Download the WebP thumbnail"""
-        return storage.send_thumbnail(storage.get_live_media(media_id))
+        """Download the WebP thumbnail (supports ETag and Range)"""
+        return _conditional(storage.send_thumbnail(storage.get_live_media(media_id)))
 
 
 @blp.route("/media/<string:media_id>/info")
@@ -60,7 +117,7 @@ class MediaInfo(MethodView):
     """One media item's details."""
 
     @blp.response(200, MediaInfoSchema)
-    @errors(404, 410)
+    @errors(blp, 404, 410)
     def get(self, media_id: str) -> Media:
         """Get the details of a media item"""
         return storage.get_live_media(media_id)

@@ -7,6 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from webapp.api.docs import errors
 from webapp.api.schemas import ModelListSchema
 from webapp.providers import available_models, default_model_id
 
@@ -18,6 +19,7 @@ class Models(MethodView):
     """The models available with the current configuration."""
 
     @blp.response(200, ModelListSchema)
+    @errors(blp)
     def get(self) -> dict[str, Any]:
         """List models with their parameters, defaults and bounds"""
         models = available_models()

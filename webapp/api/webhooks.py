@@ -8,7 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from webapp import jobs, webhooks
-from webapp.api.jobs import errors
+from webapp.api.docs import errors
 from webapp.api.schemas import WebhookEventSchema, WebhookListSchema
 from webapp.models import WebhookEvent
 
@@ -20,7 +20,7 @@ class JobWebhooks(MethodView):
     """A job's webhook deliveries."""
 
     @blp.response(200, WebhookListSchema)
-    @errors(404)
+    @errors(blp, 404)
     def get(self, job_id: str) -> dict[str, Any]:
         """List the job's webhook events with every delivery attempt"""
         job = jobs.get_job(job_id)
@@ -36,7 +36,7 @@ class JobWebhookRedeliver(MethodView):
     """Send a job's event again."""
 
     @blp.response(202, WebhookEventSchema)
-    @errors(404, 409)
+    @errors(blp, 404, 409)
     def post(self, job_id: str) -> WebhookEvent:
         """Send the last event again (same webhook-id, fresh signature)"""
         jobs.get_job(job_id)
