@@ -28,7 +28,7 @@ from sqlalchemy.orm import selectinload
 
 from webapp.database import write_transaction
 from webapp.extensions import db
-from webapp.media import StoredImage, remove_files
+from webapp.media import StoredImage, remove_files, remove_stored
 from webapp.models import ACTIVE_STATUSES, Job, JobStatus, Media, now_utc
 from webapp.params import MAX_SEED, JobCreate, RequestInvalid, check_model_parameters
 from webapp.providers import available_models, default_model_id
@@ -43,6 +43,8 @@ signals = Namespace()
 job_finished = signals.signal("job-finished")
 
 RETRYABLE = (JobStatus.PENDING, JobStatus.RETRYING)
+# Media ids of an attempt's outputs derive from its lease token (see `output_media_id`).
+OUTPUT_IDS = uuid.UUID("1f0c1b7e-6a51-4f58-9a43-3d2f4c8e7b10")
 
 
 class JobNotFound(Exception):
@@ -192,6 +194,27 @@ def _fenced(claim: Claim) -> Any:
         )
         .execution_options(synchronize_session=False)
     )
+
+
+def output_media_id(claim: Claim, index: int) -> str:
+    """The media id of a claim's index-th output, known before its files are written.
+
+    A worker killed between storing its files and recording them leaves files no row names;
+    whoever later declares the claim dead finds them by these ids (`discard_outputs`).
+    """
+    return str(uuid.uuid5(OUTPUT_IDS, f"{claim.token}/{index}"))
+
+
+def discard_outputs(claim: Claim) -> int:
+    """Delete the files an attempt stored but never recorded; returns how many outputs.
+
+    Outputs are stored in order, so the first index with nothing stored ends the search.
+    Only for a claim that can no longer complete (a fenced write refused it or ended it).
+    """
+    index = 0
+    while remove_stored(output_media_id(claim, index)):
+        index += 1
+    return index
 
 
 def claim_job(job_id: str, worker_id: str | None = None) -> Claim | None:
@@ -386,8 +409,25 @@ def delete_job(job_id: str) -> None:
 # -- upkeep -----------------------------------------------------------------------------
 
 
-def _local_worker_is_dead(worker_id: str | None) -> bool:
-    """True when the worker ran on this host and its process is gone."""
+# When this process started. A claim under our own pid that was last touched before then was
+# made by a predecessor with the same pid: a restarted container's consumer is PID 1 again.
+_process_started = now_utc()
+
+
+def _restarted_clock() -> None:
+    global _process_started
+    _process_started = now_utc()
+
+
+os.register_at_fork(after_in_child=_restarted_clock)
+
+
+def local_worker_is_dead(worker_id: str | None, last_active: datetime | None = None) -> bool:
+    """True when the worker ran on this host and its process is gone.
+
+    `last_active` (when the holder last wrote) tells this process's own claims from those
+    of an earlier process that had the same pid.
+    """
     if not worker_id:
         return False
     host, _, pid_text = worker_id.rpartition(":")
@@ -395,7 +435,7 @@ def _local_worker_is_dead(worker_id: str | None) -> bool:
         return False
     pid = int(pid_text)
     if pid == os.getpid():
-        return False
+        return last_active is not None and last_active < _process_started
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -427,12 +467,14 @@ def reap(queued_job_ids: set[str] | None = None) -> dict[str, int]:
     now = now_utc()
     counts = {"requeued": 0, "failed": 0, "reenqueued": 0}
     running = db.session.execute(
-        select(Job.id, Job.lease_token, Job.lease_expires_at, Job.worker_id).where(
+        select(Job.id, Job.lease_token, Job.lease_expires_at, Job.worker_id, Job.updated_at).where(
             Job.status == JobStatus.PROCESSING
         )
     ).all()
-    for job_id, token, expires, worker_id in running:
-        if not ((expires is not None and expires <= now) or _local_worker_is_dead(worker_id)):
+    for job_id, token, expires, worker_id, updated_at in running:
+        # Every write of the holder (claim, heartbeat, progress) sets updated_at.
+        expired = expires is not None and expires <= now
+        if not (expired or local_worker_is_dead(worker_id, updated_at)):
             continue
         claim = Claim(job_id=job_id, token=token or "", worker_id=worker_id or "")
         status = fail_attempt(
@@ -441,6 +483,9 @@ def reap(queued_job_ids: set[str] | None = None) -> dict[str, int]:
             transient=True,
             details={"reason": "worker_lost"},
         )
+        if status is not None and claim.token and (removed := discard_outputs(claim)):
+            # The dead claim can no longer complete: what it stored is garbage now.
+            log.info("reaper: removed %d unrecorded outputs of job %s", removed, job_id)
         if status == JobStatus.RETRYING:
             counts["requeued"] += 1
         elif status == JobStatus.FAILED:

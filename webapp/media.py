@@ -93,7 +93,8 @@ def _write_atomically(relative: str, data: bytes) -> None:
     """Write to a temporary name in the same folder, flush to disk, then rename into place."""
     target = media_root() / relative
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{uuid.uuid4().hex}.part")
+    # Named after the target, so a write cut off by a crash can be found and removed.
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
     try:
         with open(temp, "wb") as fh:
             fh.write(data)
@@ -130,9 +131,11 @@ def make_thumbnail(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def store_image(image: Image.Image, output_format: str, quality: int) -> StoredImage:
-    """Write an image and its thumbnail to storage under a fresh id."""
-    media_id = new_id()
+def store_image(
+    image: Image.Image, output_format: str, quality: int, media_id: str | None = None
+) -> StoredImage:
+    """Write an image and its thumbnail to storage under the given id, or a fresh one."""
+    media_id = media_id or new_id()
     _, mime, ext = FORMATS[output_format]
     data = encode(image, output_format, quality)
     stored = StoredImage(
@@ -159,6 +162,24 @@ def remove_files(*relatives: str | None) -> None:
                 resolve(relative).unlink(missing_ok=True)
             except (MediaNotFound, OSError):
                 log.warning("could not remove media file %s", relative, exc_info=True)
+
+
+def remove_stored(media_id: str) -> bool:
+    """Delete whatever is stored under a media id (picture, thumbnail, unfinished writes).
+
+    For files that no media row names (an attempt cut off before it recorded them); False
+    when nothing was there.
+    """
+    root = media_root()
+    found = [
+        path
+        for folder in ("generated", "thumbnails")
+        for pattern in (f"{media_id}.*", f".{media_id}.*.part")
+        for path in (root / folder).glob(pattern)
+    ]
+    for path in found:
+        path.unlink(missing_ok=True)
+    return bool(found)
 
 
 def get_media(media_id: str) -> Media:

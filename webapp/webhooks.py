@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import secrets
+import socket
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -211,10 +212,35 @@ def _lease_seconds() -> float:
     return 60 + float(config["WEBHOOK_CONNECT_TIMEOUT"]) + float(config["WEBHOOK_TIMEOUT"])
 
 
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _holder_token() -> str:
+    """A delivery lease token that names its holder: `<host tag>:<pid>:<random>`.
+
+    The events table has no worker column, so the token carries what the sweep needs to
+    free the claim of a worker on this host that died mid-delivery (as the job reaper does
+    with `jobs.worker_id`). It fits the column's 36 characters.
+    """
+    return f"{_host_tag()}:{os.getpid()}:{secrets.token_hex(8)}"
+
+
+def _holder_is_dead(token: str | None, claimed_at: datetime | None) -> bool:
+    """True when the token's holder ran on this host and its process is gone."""
+    from webapp.jobs import local_worker_is_dead
+
+    host, _, rest = (token or "").partition(":")
+    pid, sep, _ = rest.partition(":")
+    if not sep or host != _host_tag():
+        return False
+    return local_worker_is_dead(f"{socket.gethostname()}:{pid}", claimed_at)
+
+
 def _claim(event_id: str) -> str | None:
     """Take a due event for one delivery attempt; None if it is not due or someone has it."""
     now = now_utc()
-    token = str(uuid.uuid4())
+    token = _holder_token()
     with write_transaction():
         result = db.session.execute(
             update(WebhookEvent)
@@ -384,16 +410,29 @@ def sweep(queued_event_ids: set[str] | None, now: datetime | None = None) -> dic
         if event is not None:
             enqueue_delivery(event.id)
             counts["recorded"] += 1
-    with write_transaction():
-        # A worker that died mid-delivery leaves its claim behind; try again.
-        db.session.execute(
-            update(WebhookEvent)
-            .where(WebhookEvent.status == "delivering", WebhookEvent.lease_expires_at <= now)
-            # next_attempt_at stays as it was (before the claim, so long past): the
-            # re-queue below picks the delivery up in this same sweep.
-            .values(status="retrying", lease_token=None)
-            .execution_options(synchronize_session=False)
+    # A worker that died mid-delivery leaves its claim behind; try again once its lease ran
+    # out, or at once when its process on this host is gone.
+    held = db.session.execute(
+        select(WebhookEvent.id, WebhookEvent.lease_token, WebhookEvent.lease_expires_at).where(
+            WebhookEvent.status == "delivering"
         )
+    ).all()
+    lease = timedelta(seconds=_lease_seconds())
+    for event_id, token, expires in held:
+        claimed_at = expires - lease if expires is not None else None
+        if not ((expires is not None and expires <= now) or _holder_is_dead(token, claimed_at)):
+            continue
+        with write_transaction():
+            result = db.session.execute(
+                update(WebhookEvent)
+                .where(WebhookEvent.id == event_id, WebhookEvent.lease_token == token)
+                # next_attempt_at stays as it was (before the claim, so long past): the
+                # re-queue below picks the delivery up in this same sweep.
+                .values(status="retrying", lease_token=None)
+                .execution_options(synchronize_session=False)
+            )
+        if result.rowcount == 1:
+            log.info("webhook %s: the claim of a stopped worker was released", event_id)
     stale = now - timedelta(seconds=float(current_app.config["STALE_QUEUE_SECONDS"]))
     due = db.session.scalars(
         select(WebhookEvent.id).where(
