@@ -7,7 +7,7 @@ export PORT
 export DARKROOM_PUBLIC_URL ?= http://localhost:$(PORT)
 export DARKROOM_ENVIRONMENT ?= development
 
-.PHONY: run test lint fmt init clean
+.PHONY: run test lint fmt init clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,13 @@ run: init  ## web + worker from the Procfile on http://localhost:$(PORT)
 	@echo "Darkroom on http://localhost:$(PORT)  (API docs: http://localhost:$(PORT)/api/v1/docs)"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port $(PORT) --procfile Procfile
 
+# Three test processes, one test file each at a time: much of the suite waits on real
+# servers and browsers, so this fits two cores well (plain `pytest` runs them one by one).
 test: $(VENV)/.dev  ## the whole test suite
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 3 --dist loadfile
+
+bench: $(VENV)/.dev  ## measure speed and cost: docs/benchmarks.md and docs/bench-*.png (< 10 min)
+	$(BIN)/python -m bench.run
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
