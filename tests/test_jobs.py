@@ -357,3 +357,32 @@ class TestProgressAndEstimate:
         finally:
             jobs.job_finished.disconnect(record)
         assert events == [done.id, failed.id, cancelled.id]
+
+
+class TestListing:
+    @pytest.mark.parametrize("status", [None, "completed"])
+    def test_every_page_in_order_from_both_ends(self, app: Flask, status: str | None) -> None:
+        base = now_utc() - timedelta(hours=1)
+        rows = [
+            Job(
+                prompt=f"job {i}",
+                model="demo",
+                status="completed" if i % 3 else "failed",
+                created_at=base + timedelta(seconds=i // 2),  # pairs share a timestamp
+            )
+            for i in range(37)
+        ]
+        db.session.add_all(rows)
+        db.session.commit()
+        wanted = [j for j in rows if status is None or j.status == status]
+        wanted.sort(key=lambda j: (j.created_at, j.id), reverse=True)
+        seen, page = [], 1
+        while True:
+            result = jobs.list_jobs(page, 5, status)
+            assert result.total == len(wanted)
+            seen += [j.id for j in result.items]
+            if not result.has_next:
+                break
+            page += 1
+        assert seen == [j.id for j in wanted]
+        assert result.pages == page and not jobs.list_jobs(page + 1, 5, status).items

@@ -7,11 +7,11 @@ import binascii
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, literal, select, tuple_
 from sqlalchemy.orm import selectinload
 
 from webapp.extensions import db
-from webapp.models import ACTIVE_STATUSES, Job, JobStatus
+from webapp.models import ACTIVE_STATUSES, Job, JobStatus, UTCDateTime
 
 PAGE_SIZE = 24
 MAX_SEARCH_WORDS = 8
@@ -77,11 +77,11 @@ def gallery_page(
     after = Cursor.decode(cursor)
     if after is not None:
         # Keyset pagination: constant cost however deep the page, via (created_at, id).
+        # A row-value comparison, which the index answers directly (an OR of the two
+        # conditions made SQLite scan).
         stmt = stmt.where(
-            or_(
-                Job.created_at < after.created_at,
-                and_(Job.created_at == after.created_at, Job.id < after.job_id),
-            )
+            tuple_(Job.created_at, Job.id)
+            < tuple_(literal(after.created_at, UTCDateTime()), after.job_id)
         )
     stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     rows = list(db.session.scalars(stmt))

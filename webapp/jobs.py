@@ -22,7 +22,6 @@ from typing import Any
 
 from blinker import Namespace
 from flask import current_app
-from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import selectinload
 
@@ -167,13 +166,58 @@ def average_duration(model_id: str, sample: int = 20) -> float:
     return spec.typical_seconds if spec else 10.0
 
 
-def list_jobs(page: int, per_page: int, status: str | None = None) -> Pagination:
-    """One page of jobs, newest first, optionally of one status."""
-    query = select(Job).options(selectinload(Job.media))
-    if status:
-        query = query.where(Job.status == status)
-    query = query.order_by(Job.created_at.desc(), Job.id.desc())
-    return db.paginate(query, page=page, per_page=per_page, max_per_page=100, error_out=False)
+@dataclass
+class JobPage:
+    """One page of the job listing."""
+
+    items: list[Job]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        """How many pages there are."""
+        return max(1, math.ceil(self.total / self.per_page))
+
+    @property
+    def has_next(self) -> bool:
+        """Whether a later page exists."""
+        return self.page < self.pages
+
+    @property
+    def has_prev(self) -> bool:
+        """Whether an earlier page exists."""
+        return self.page > 1
+
+
+def list_jobs(page: int, per_page: int, status: str | None = None) -> JobPage:
+    """One page of jobs, newest first, optionally of one status.
+
+    Ids are read first from the (status,) created_at, id index alone, then only that page's
+    rows are loaded. Past the middle, the ids are counted from the oldest end instead, so the
+    last page costs what the first does.
+    """
+    where = [Job.status == status] if status else []
+    total = db.session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
+    offset = (page - 1) * per_page
+    ids: list[str] = []
+    if offset < total:
+        limit = min(per_page, total - offset)
+        newest_first = (Job.created_at.desc(), Job.id.desc())
+        oldest_first = (Job.created_at.asc(), Job.id.asc())
+        if offset <= total // 2:
+            stmt = select(Job.id).where(*where).order_by(*newest_first).offset(offset)
+            ids = list(db.session.scalars(stmt.limit(limit)))
+        else:
+            stmt = select(Job.id).where(*where).order_by(*oldest_first)
+            stmt = stmt.offset(total - offset - limit).limit(limit)
+            ids = list(reversed(list(db.session.scalars(stmt))))
+    rows = {}
+    if ids:
+        stmt = select(Job).options(selectinload(Job.media)).where(Job.id.in_(ids))
+        rows = {job.id: job for job in db.session.scalars(stmt)}
+    return JobPage([rows[i] for i in ids if i in rows], total, page, per_page)
 
 
 # -- the worker's side ------------------------------------------------------------------
