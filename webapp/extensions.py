@@ -7,7 +7,7 @@ import os
 from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
-from huey import Huey, SqliteHuey
+from huey import Huey
 from sqlalchemy.orm import DeclarativeBase
 
 from webapp.config import instance_path
@@ -35,8 +35,10 @@ def make_huey() -> Huey:
         return RedisHuey("darkroom", url=os.environ["REDIS_URL"], utc=True)
     folder = instance_path()
     folder.mkdir(parents=True, exist_ok=True)
+    from webapp.doorbell import DoorbellHuey
+
     # The queue lives in its own file so queue traffic never takes the app database's lock.
-    return SqliteHuey("darkroom", filename=str(folder / "huey.db"), utc=True, timeout=10)
+    return DoorbellHuey("darkroom", filename=str(folder / "huey.db"), utc=True, timeout=10)
 
 
 huey = make_huey()

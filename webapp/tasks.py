@@ -235,6 +235,10 @@ def on_consumer_start() -> None:
             return
         _started = True
     app = worker_app()
+    listen = getattr(huey.storage, "listen", None)
+    if listen is not None:
+        # Idle workers wait for the doorbell instead of polling the queue file.
+        listen(float(app.config["DOORBELL_WAIT_SECONDS"]))
     worker_id = jobs.worker_identity()
     with app.app_context():
         try:
