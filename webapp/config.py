@@ -26,6 +26,7 @@ class Defaults:
     LEASE_SECONDS = 60
     STALE_QUEUE_SECONDS = 30
     WORKER_CONCURRENCY = 2
+    ESTIMATE_CACHE_SECONDS = 10.0  # how long a process reuses a model's recent mean run time
     DOORBELL_WAIT_SECONDS = 1.0  # an idle worker checks the queue at least this often
     DEMO_STEP_SECONDS = 0.25
     # Replicate (REPLICATE_API_TOKEN enables it; see docs/replicate.md).

@@ -15,6 +15,7 @@ import os
 import random
 import secrets
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,7 +24,7 @@ from typing import Any
 from blinker import Namespace
 from flask import current_app
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from webapp.database import write_transaction
 from webapp.extensions import db
@@ -74,7 +75,8 @@ def worker_identity() -> str:
 
 def get_job(job_id: str) -> Job:
     """Fetch a job or raise `JobNotFound`."""
-    job = db.session.get(Job, job_id)
+    # The media come in the same query: every caller shows them.
+    job = db.session.get(Job, job_id, options=[joinedload(Job.media)])
     if job is None:
         raise JobNotFound(job_id)
     return job
@@ -139,20 +141,36 @@ def enqueue(job_id: str, delay: float = 0) -> None:
         log.exception("could not enqueue job %s; the reaper will retry", job_id)
 
 
+# Beyond this many jobs ahead the estimate stops counting (the answer is "hours" anyway),
+# so a long backlog does not make every submission slower.
+MAX_COUNTED_AHEAD = 10_000
+_durations: dict[str, tuple[float, float]] = {}
+
+
 def estimate_seconds(job: Job) -> int:
     """Seconds until the job is likely done: the queue ahead of it times recent durations."""
-    ahead = db.session.scalar(
-        select(func.count())
-        .select_from(Job)
+    waiting = (
+        select(Job.id)
         .where(Job.status.in_(ACTIVE_STATUSES), Job.created_at < job.created_at)
+        .limit(MAX_COUNTED_AHEAD)
+        .subquery()
     )
+    ahead = db.session.scalar(select(func.count()).select_from(waiting)) or 0
     per_job = average_duration(job.model)
     workers = max(1, int(current_app.config["WORKER_CONCURRENCY"]))
     return max(1, math.ceil((ahead // workers + 1) * per_job))
 
 
 def average_duration(model_id: str, sample: int = 20) -> float:
-    """Mean run time of the model's recent completed jobs, or its typical time."""
+    """Mean run time of the model's recent completed jobs, or its typical time.
+
+    Kept for `ESTIMATE_CACHE_SECONDS` per process: it moves slowly, and every submission
+    asks for it.
+    """
+    ttl = float(current_app.config["ESTIMATE_CACHE_SECONDS"])
+    cached = _durations.get(model_id)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
     rows = db.session.execute(
         select(Job.started_at, Job.completed_at)
         .where(Job.model == model_id, Job.status == JobStatus.COMPLETED)
@@ -161,9 +179,13 @@ def average_duration(model_id: str, sample: int = 20) -> float:
     ).all()
     durations = [(end - start).total_seconds() for start, end in rows if start and end]
     if durations:
-        return max(0.1, sum(durations) / len(durations))
-    spec = available_models().get(model_id)
-    return spec.typical_seconds if spec else 10.0
+        value = max(0.1, sum(durations) / len(durations))
+    else:
+        spec = available_models().get(model_id)
+        value = spec.typical_seconds if spec else 10.0
+    if ttl > 0:
+        _durations[model_id] = (time.monotonic() + ttl, value)
+    return value
 
 
 @dataclass

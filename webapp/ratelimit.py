@@ -55,7 +55,7 @@ class SQLiteStorage(Storage):
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         """Count a hit; a window that has ended starts again from this hit."""
         now = time.time()
-        row = (
+        count, expires_at = (
             self._conn()
             .execute(
                 "INSERT INTO counters (key, count, expires_at) VALUES (?, ?, ?) "
@@ -64,14 +64,23 @@ class SQLiteStorage(Storage):
                 "ELSE count + excluded.count END, "
                 "expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at "
                 "ELSE expires_at END "
-                "RETURNING count",
+                "RETURNING count, expires_at",
                 (key, amount, now + expiry, now, now),
             )
             .fetchone()
         )
-        if row[0] == amount and hash(key) % 64 == 0:
+        # The limiter asks for this key's count and reset right after (for its headers):
+        # answer those from here instead of two more queries.
+        self._local.last = (key, int(count), float(expires_at))
+        if count == amount and hash(key) % 64 == 0:
             self._sweep(now)
-        return int(row[0])
+        return int(count)
+
+    def _recent(self, key: str) -> tuple[int, float] | None:
+        last = getattr(self._local, "last", None)
+        if last is not None and last[0] == key and last[2] > time.time():
+            return last[1], last[2]
+        return None
 
     def _sweep(self, now: float) -> None:
         """Now and then, drop windows that ended long ago (keeps the file small)."""
@@ -79,6 +88,9 @@ class SQLiteStorage(Storage):
 
     def get(self, key: str) -> int:
         """Hits in the current window."""
+        recent = self._recent(key)
+        if recent is not None:
+            return recent[0]
         row = (
             self._conn()
             .execute(
@@ -90,6 +102,9 @@ class SQLiteStorage(Storage):
 
     def get_expiry(self, key: str) -> float:
         """When the current window ends (now, if there is none)."""
+        recent = self._recent(key)
+        if recent is not None:
+            return recent[1]
         row = (
             self._conn().execute("SELECT expires_at FROM counters WHERE key = ?", (key,)).fetchone()
         )
@@ -105,10 +120,12 @@ class SQLiteStorage(Storage):
 
     def reset(self) -> int | None:
         """Forget every counter."""
+        self._local.last = None
         return self._conn().execute("DELETE FROM counters").rowcount
 
     def clear(self, key: str) -> None:
         """Forget one counter."""
+        self._local.last = None
         self._conn().execute("DELETE FROM counters WHERE key = ?", (key,))
 
 
