@@ -7,7 +7,7 @@ export PORT
 export DARKROOM_PUBLIC_URL ?= http://localhost:$(PORT)
 export DARKROOM_ENVIRONMENT ?= development
 
-.PHONY: run test lint fmt init clean bench
+.PHONY: run test lint fmt init clean bench screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ test: $(VENV)/.dev  ## the whole test suite
 
 bench: $(VENV)/.dev  ## measure speed and cost: docs/benchmarks.md and docs/bench-*.png (< 10 min)
 	$(BIN)/python -m bench.run
+
+screenshots: $(VENV)/.dev  ## docs/screenshots/*.png from a fresh stack in Chromium
+	$(BIN)/python -m tests.make_screenshots
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
