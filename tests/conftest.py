@@ -45,21 +45,24 @@ GUIDE_STATUS_FIELDS = frozenset(
 """The fields of a job's status that the API guide shows."""
 
 
+TEST_CONFIG: dict[str, Any] = {
+    "TESTING": True,
+    "DEMO_STEP_SECONDS": 0,
+    "RETRY_BASE_SECONDS": 0.01,
+    "RETRY_MAX_SECONDS": 0.05,
+    "PUBLIC_URL": "http://darkroom.test",
+    # Tests submit far faster than people; tests/test_ratelimit.py sets real limits.
+    "RATE_LIMIT_CREATE": "100000/minute",
+    "RATE_LIMIT_STATUS": "100000/minute",
+    "ESTIMATE_CACHE_SECONDS": 0,  # tests change the history and read the estimate at once
+}
+"""Settings every in-process test app starts from (plus its own instance folder)."""
+
+
 @pytest.fixture
 def app_config(tmp_path: Path) -> dict[str, Any]:
     """The test configuration; tests may change it before `app` is built."""
-    return {
-        "TESTING": True,
-        "INSTANCE_PATH": str(tmp_path / "instance"),
-        "DEMO_STEP_SECONDS": 0,
-        "RETRY_BASE_SECONDS": 0.01,
-        "RETRY_MAX_SECONDS": 0.05,
-        "PUBLIC_URL": "http://darkroom.test",
-        # Tests submit far faster than people; tests/test_ratelimit.py sets real limits.
-        "RATE_LIMIT_CREATE": "100000/minute",
-        "RATE_LIMIT_STATUS": "100000/minute",
-        "ESTIMATE_CACHE_SECONDS": 0,  # tests change the history and read the estimate at once
-    }
+    return {**TEST_CONFIG, "INSTANCE_PATH": str(tmp_path / "instance")}
 
 
 @pytest.fixture

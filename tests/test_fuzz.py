@@ -40,7 +40,7 @@ from schemathesis.specs.openapi.checks import (
     use_after_free,
 )
 
-from tests.conftest import run_queue
+from tests.conftest import TEST_CONFIG, run_queue
 from webapp import create_app, jobs
 from webapp.extensions import db, huey
 from webapp.models import Media, now_utc
@@ -78,20 +78,7 @@ CONFIG = schemathesis.Config.from_dict(
 # the settings of conftest's `app_config`.
 _FOLDER = tempfile.mkdtemp(prefix="darkroom-fuzz-")
 atexit.register(shutil.rmtree, _FOLDER, ignore_errors=True)
-APP: Flask = create_app(
-    {
-        "TESTING": True,
-        "INSTANCE_PATH": _FOLDER,
-        "DEMO_STEP_SECONDS": 0,
-        "RETRY_BASE_SECONDS": 0.01,
-        "RETRY_MAX_SECONDS": 0.05,
-        "PUBLIC_URL": "http://darkroom.test",
-        # Here limits would only turn most generated requests into 429s; the 429 answers are
-        # checked with real limits in test_answers_over_the_rate_limit_are_documented.
-        "RATE_LIMIT_CREATE": "100000/minute",
-        "RATE_LIMIT_STATUS": "100000/minute",
-    }
-)
+APP: Flask = create_app({**TEST_CONFIG, "INSTANCE_PATH": _FOLDER})
 schema = schemathesis.openapi.from_wsgi(f"{API}/openapi.json", APP, config=CONFIG)
 
 REAL_IDS: dict[str, dict[str, str]] = {"job_id": {}, "media_id": {}}

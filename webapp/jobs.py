@@ -130,15 +130,9 @@ def submit_job(request: JobCreate, client_ip: str | None = None) -> Job:
 
 def enqueue(job_id: str, delay: float = 0) -> None:
     """Ring the doorbell; if the queue is down the reaper rings it again later."""
-    from webapp.tasks import run_job
+    from webapp.tasks import run_job, send
 
-    try:
-        if delay > 0:
-            run_job.schedule(args=(job_id,), delay=delay)
-        else:
-            run_job(job_id)
-    except Exception:
-        log.exception("could not enqueue job %s; the reaper will retry", job_id)
+    send(run_job, job_id, delay)
 
 
 # Beyond this many jobs ahead the estimate stops counting (the answer is "hours" anyway),

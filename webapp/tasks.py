@@ -59,6 +59,21 @@ def in_app_context(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def send(task: Any, key: str, delay: float = 0) -> None:
+    """Queue a task for one id, now or after `delay` seconds.
+
+    A failure is only logged: the database is the record, and the periodic upkeep queues
+    again whatever is due and missing from the queue.
+    """
+    try:
+        if delay > 0:
+            task.schedule(args=(key,), delay=delay)
+        else:
+            task(key)
+    except Exception:
+        log.exception("could not queue %s for %s; upkeep will queue it again", task.name, key)
+
+
 class _Heartbeat(threading.Thread):
     """Renews a claim's lease while a provider blocks, and notices when it is lost."""
 

@@ -183,15 +183,9 @@ def on_job_finished(_sender: Flask, job_id: str) -> None:
 
 def enqueue_delivery(event_id: str, delay: float = 0) -> None:
     """Queue a delivery; if the queue is down, the sweep queues it later."""
-    from webapp.tasks import deliver_webhook
+    from webapp.tasks import deliver_webhook, send
 
-    try:
-        if delay > 0:
-            deliver_webhook.schedule(args=(event_id,), delay=delay)
-        else:
-            deliver_webhook(event_id)
-    except Exception:
-        log.exception("could not queue webhook event %s", event_id)
+    send(deliver_webhook, event_id, delay)
 
 
 def retry_delays() -> list[float]:
