@@ -23,7 +23,7 @@ PACKAGES = (
     "gunicorn",
     "huey",
     "pillow",
-    "Flask-Limiter",
+    "limits",
     "pydantic",
     "Jinja2",
     "psutil",

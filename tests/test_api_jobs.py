@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from datetime import UTC, datetime, timedelta
@@ -10,10 +11,12 @@ from urllib.parse import urlsplit
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import update
 
 from tests.conftest import GUIDE_STATUS_FIELDS, queued_job_ids, run_queue, submit
 from webapp.extensions import db
-from webapp.models import Job
+from webapp.api.schemas import JobSchema
+from webapp.models import Job, Media
 
 API = "/api/v1"
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
@@ -459,3 +462,60 @@ def test_estimate_reflects_recent_durations(client: FlaskClient) -> None:
     assert 5 <= fast <= 10
     assert slow > fast
     assert no_history != slow
+
+
+# -- the status body is built without marshmallow; JobSchema documents it ----------------
+
+
+def schema_dump(job_id: str) -> dict:
+    """What flask-smorest would answer for the job through `JobSchema`."""
+    job = db.session.get(Job, job_id)
+    db.session.refresh(job)
+    return json.loads(json.dumps(JobSchema().dump(job)))
+
+
+def test_status_body_equals_the_documented_schema_for_every_kind_of_job(
+    app: Flask, client: FlaskClient
+) -> None:
+    done = submit(client, "two outputs", parameters={"width": 128, "height": 160, "num_outputs": 2})
+    expiring = submit(client, "expires")
+    purged = submit(client, "purged")
+    assert run_queue() == 3
+    pending = submit(client, "waiting", metadata={"user": "u1", "tags": ["a", "b"]})
+    failed = submit(client, "fails")
+    cancelled = submit(client, "cancelled")
+    assert client.delete(f"{API}/jobs/{cancelled['id']}").status_code == 204
+    # The test's app context (and session) is the one the requests run in.
+    db.session.rollback()
+    past = datetime.now(UTC) - timedelta(days=1)
+    db.session.execute(update(Media).where(Media.job_id == expiring["id"]).values(expires_at=past))
+    db.session.execute(update(Media).where(Media.job_id == purged["id"]).values(purged_at=past))
+    db.session.execute(
+        update(Job)
+        .where(Job.id == failed["id"])
+        .values(
+            status="failed",
+            error_message="upstream refused",
+            error_details={"code": 422, "why": ["x"]},
+            retry_count=3,
+            progress=37.5,
+        )
+    )
+    db.session.commit()
+    for created in (pending, done, expiring, purged, failed, cancelled):
+        answer = client.get(f"{API}/jobs/status/{created['id']}")
+        assert answer.status_code == 200
+        assert answer.get_json() == schema_dump(created["id"]), created["id"]
+
+    body = client.get(f"{API}/jobs/status/{done['id']}").get_json()
+    assert [m["height"] for m in body["media"]] == [160, 160] and not body["media"][0]["expired"]
+    assert client.get(f"{API}/jobs/status/{expiring['id']}").get_json()["media"][0]["expired"]
+    assert client.get(f"{API}/jobs/status/{purged['id']}").get_json()["media"][0]["expired"]
+    assert client.get(f"{API}/jobs/status/{failed['id']}").get_json()["error_details"] == {
+        "code": 422,
+        "why": ["x"],
+    }
+    assert client.get(f"{API}/jobs/status/{pending['id']}").get_json()["metadata"] == {
+        "user": "u1",
+        "tags": ["a", "b"],
+    }

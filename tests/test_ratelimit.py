@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -98,3 +99,36 @@ def test_the_limit_is_exact_across_web_processes(tmp_path: Path) -> None:
         booted = set(re.findall(r"Booting worker with pid: (\d+)", stack.log_text("web")))
         assert len(booted) == 2, "the limit held across two web processes"
         assert stack.get(f"{API}/jobs").json()["total"] == 10
+
+
+def test_every_limited_answer_carries_the_headers(client: FlaskClient) -> None:
+    job = create(client).get_json()
+    first = client.get(job["status_url"])
+    assert first.headers["X-RateLimit-Limit"] == "4"
+    assert first.headers["X-RateLimit-Remaining"] == "3"
+    assert "Retry-After" not in first.headers
+    for _ in range(3):
+        client.get(job["status_url"])
+    refused = client.get(job["status_url"])
+    assert refused.status_code == 429
+    assert refused.get_json()["detail"] == "Rate limit exceeded: 4 per 1 minute"
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+    reset = int(refused.headers["X-RateLimit-Reset"])
+    assert 0 < reset - time.time() <= 61
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    # Endpoints without a limit carry none of it.
+    assert "X-RateLimit-Limit" not in client.get(f"{API}/jobs").headers
+
+
+def test_a_broken_counter_store_lets_requests_through(
+    app_config: dict[str, Any], tmp_path: Path
+) -> None:
+    from webapp import create_app
+
+    instance = tmp_path / "broken"
+    app = create_app({**app_config, "INSTANCE_PATH": str(instance)})
+    (instance / "ratelimit.db").mkdir()  # sqlite cannot open a directory
+    client = app.test_client()
+    codes = [create(client).status_code for _ in range(5)]
+    assert codes == [201] * 5
+    assert "X-RateLimit-Limit" not in create(client).headers

@@ -23,7 +23,7 @@ from typing import Any
 
 from blinker import Namespace
 from flask import current_app
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import joinedload, selectinload
 
 from webapp.database import write_transaction
@@ -80,6 +80,50 @@ def get_job(job_id: str) -> Job:
     if job is None:
         raise JobNotFound(job_id)
     return job
+
+
+# What the status endpoint shows of a job and of each of its media, read in one Core
+# statement: the ORM's identity map and relationship loading cost more than the whole
+# rest of that request, which clients poll in a loop.
+_STATUS_JOB_COLUMNS = (
+    "id", "status", "prompt", "model", "parameters", "provider_parameters", "warnings",
+    "client_metadata", "webhook_url", "created_at", "updated_at", "started_at",
+    "completed_at", "retry_count", "max_retries", "error_message", "error_details",
+    "progress",
+)  # fmt: skip
+_STATUS_MEDIA_COLUMNS = (
+    "id", "type", "mime_type", "file_size_bytes", "width", "height", "expires_at", "purged_at"
+)  # fmt: skip
+_STATUS_QUERY = (
+    select(
+        *(getattr(Job, name).label(name) for name in _STATUS_JOB_COLUMNS),
+        *(getattr(Media, name).label(f"media_{name}") for name in _STATUS_MEDIA_COLUMNS),
+    )
+    .outerjoin(Media, Media.job_id == Job.id)
+    .where(Job.id == bindparam("job_id"))
+    .order_by(Media.position)
+)
+
+
+@dataclass(frozen=True)
+class JobStatusRead:
+    """A job's status fields and its media, as plain rows (see `read_job_status`)."""
+
+    job: Any
+    media: list[dict[str, Any]]
+
+
+def read_job_status(job_id: str) -> JobStatusRead:
+    """A job's status and media in one query (no ORM objects), or raise `JobNotFound`."""
+    rows = db.session.connection().execute(_STATUS_QUERY, {"job_id": job_id}).all()
+    if not rows:
+        raise JobNotFound(job_id)
+    media = [
+        {name: row._mapping[f"media_{name}"] for name in _STATUS_MEDIA_COLUMNS}
+        for row in rows
+        if row.media_id is not None
+    ]
+    return JobStatusRead(job=rows[0], media=media)
 
 
 # -- submitting -------------------------------------------------------------------------

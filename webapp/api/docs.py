@@ -109,7 +109,7 @@ RATE_LIMIT_HEADERS = {
     "X-RateLimit-Reset": header("When the window ends (Unix time)", _SECONDS, required=False),
     "Retry-After": header("Seconds until the window ends", _SECONDS, required=False),
 }
-"""Headers of rate-limited endpoints (Flask-Limiter's, on every answer of such an endpoint)."""
+"""Headers of rate-limited endpoints (on every answer of such an endpoint, 429 included)."""
 
 
 def rate_limited(blp: Blueprint) -> Callable[[Any], Any]:

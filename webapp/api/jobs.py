@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
+from flask import Response, current_app, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from werkzeug.routing import BaseConverter
@@ -20,8 +20,7 @@ from webapp.api.docs import (
     query_parameters,
     rate_limited,
 )
-from webapp.api.schemas import JobCreatedSchema, JobListSchema, JobSchema
-from webapp.models import Job
+from webapp.api.schemas import JobCreatedSchema, JobListSchema, JobSchema, job_status_body
 from webapp.params import JobListArgs, parse_job_create, parse_list_args
 
 blp = Blueprint("jobs", __name__, description="Submit generation jobs and follow them")
@@ -98,9 +97,10 @@ class JobStatusView(MethodView):
     @blp.response(200, JobSchema)
     @errors(blp, 404)
     @rate_limited(blp)
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str) -> Response:
         """Get a job's status, progress and media"""
-        return jobs.get_job(job_id)
+        # Built without marshmallow (see `job_status_body`); JobSchema documents it.
+        return current_app.json.response(job_status_body(jobs.read_job_status(job_id)))
 
 
 @blp.route("/jobs")
