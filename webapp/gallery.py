@@ -11,6 +11,7 @@ from sqlalchemy import func, literal, select, tuple_
 from sqlalchemy.orm import selectinload
 
 from webapp.extensions import db
+from webapp.job_counts import count_by_status
 from webapp.models import ACTIVE_STATUSES, Job, JobStatus, UTCDateTime
 
 PAGE_SIZE = 24
@@ -104,11 +105,8 @@ def jobs_by_ids(ids: list[str]) -> list[Job]:
 
 
 def queue_counts() -> dict[str, int]:
-    """How many jobs wait and how many run, from the status index."""
-    rows = db.session.execute(
-        select(Job.status, func.count()).where(Job.status.in_(ACTIVE_STATUSES)).group_by(Job.status)
-    ).all()
-    counts = {status: n for status, n in rows}
+    """How many jobs wait and how many run, from the per-status counts (constant cost)."""
+    counts = count_by_status(ACTIVE_STATUSES)
     return {
         "waiting": counts.get(JobStatus.PENDING, 0) + counts.get(JobStatus.RETRYING, 0),
         "running": counts.get(JobStatus.PROCESSING, 0),
