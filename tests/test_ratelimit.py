@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests.procs import API, running_stack
+from webapp.ratelimit import SharedMemoryStorage
 
 BODY = {"prompt": "a limited fox", "parameters": {"width": 128, "height": 128}}
 
@@ -127,8 +129,78 @@ def test_a_broken_counter_store_lets_requests_through(
 
     instance = tmp_path / "broken"
     app = create_app({**app_config, "INSTANCE_PATH": str(instance)})
-    (instance / "ratelimit.db").mkdir()  # sqlite cannot open a directory
+    (instance / "ratelimit.shm").mkdir()  # a directory cannot be mapped
     client = app.test_client()
     codes = [create(client).status_code for _ in range(5)]
     assert codes == [201] * 5
     assert "X-RateLimit-Limit" not in create(client).headers
+
+
+# -- the shared-memory counter table ------------------------------------------------------
+
+
+def _hammer(path: str, keys: int, hits: int) -> None:
+    storage = SharedMemoryStorage(f"darkroom+shm://{path}")
+    for i in range(hits):
+        storage.incr(f"key-{i % keys}", 60)
+
+
+def test_counts_are_exact_across_processes_and_threads(tmp_path: Path) -> None:
+    path = str(tmp_path / "counters.shm")
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=_hammer, args=(path, 7, 3000)) for _ in range(3)]
+    for proc in procs:
+        proc.start()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda _: _hammer(path, 7, 1000), range(4)))
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    storage = SharedMemoryStorage(f"darkroom+shm://{path}")
+    assert sum(storage.get(f"key-{k}") for k in range(7)) == 3 * 3000 + 4 * 1000
+
+
+def test_a_window_ends_and_starts_again(tmp_path: Path) -> None:
+    storage = SharedMemoryStorage(f"darkroom+shm://{tmp_path / 'c.shm'}")
+    assert storage.hit("k", 1)[0] == 1
+    count, ends = storage.hit("k", 1)
+    assert count == 2 and 0 < ends - time.time() <= 1
+    assert storage.get("k") == 2 and storage.get_expiry("k") == ends
+    assert storage.get("other") == 0
+    time.sleep(1.05)
+    assert storage.get("k") == 0
+    assert storage.incr("k", 60) == 1, "an ended window starts again from this hit"
+    storage.clear("k")
+    assert storage.get("k") == 0
+    storage.incr("k", 60)
+    storage.reset()
+    assert storage.get("k") == 0
+    assert storage.check()
+
+
+class TinyTable(SharedMemoryStorage):
+    SLOTS = 8
+    PROBES = 4
+
+
+def test_a_full_table_gives_up_the_window_that_ends_soonest(tmp_path: Path) -> None:
+    storage = TinyTable(f"darkroom+shm://{tmp_path / 'tiny.shm'}")
+    keys = [f"client-{i}" for i in range(40)]
+    for n, key in enumerate(keys):
+        storage.incr(key, 60 + n)  # later keys' windows end later
+    for key in keys:
+        storage.incr(key, 60)
+    # Every live window is counted right or was given up for a newer one: never over.
+    counts = [storage.get(key) for key in keys]
+    assert all(c in (0, 1, 2) for c in counts)
+    assert counts[-1] == 2, "the newest key keeps its count"
+    assert sum(1 for c in counts if c) <= TinyTable.SLOTS
+
+
+def test_a_file_of_another_layout_is_started_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "c.shm"
+    path.write_bytes(b"not a counter table" * 10)
+    storage = SharedMemoryStorage(f"darkroom+shm://{path}")
+    assert storage.incr("k", 60) == 1
+    assert path.stat().st_size == storage.size
+    assert SharedMemoryStorage(f"darkroom+shm://{path}").get("k") == 1, "kept once valid"
