@@ -390,7 +390,9 @@ def _method(r: dict[str, Any]) -> list[str]:
         "counters are still written); `DARKROOM_DEMO_STEP_SECONDS=0`.",
         f"- Throughput: {o['rounds']} rounds of {o['duration']:.0f} s per figure at "
         f"{o['connections']} connections ({tool}), figures interleaved in shuffled order within "
-        "each round, after a 1 s warm-up; the median run counts, latency percentiles are "
+        "each round, after a 1 s warm-up; every run starts after `os.sync()` and 1 s of quiet, "
+        "so that the pages a writing run dirtied are not written out during the next run; "
+        "the median run counts, latency percentiles are "
         "medians over the runs. Darkroom's web is measured with its worker stopped, like the "
         "baselines, which have none; the worker's own costs have their own figures.",
         "- Web CPU per request: the CPU time of the gunicorn master and workers during a run "

@@ -42,6 +42,7 @@ HIGH_LIMIT = "100000000/minute"
 TINY = {"num_inference_steps": 1, "width": 128, "height": 128, "num_outputs": 1}
 ACTIVE = ("pending", "processing", "retrying")
 SWEEP_CONNECTIONS = (1, 2, 4, 8, 16, 32, 64)
+SETTLE_SECONDS = 1.0  # quiet before each load run, after os.sync() (see Bench.load)
 
 
 def busy_seconds() -> float:
@@ -143,7 +144,15 @@ class Bench:
         return False
 
     def load(self, stack: Stack, spec: Spec, connections: int, duration: float) -> LoadResult:
-        """One load run against a stack's web, with the CPU time its processes spent on it."""
+        """One load run against a stack's web, with the CPU time its processes spent on it.
+
+        Each run starts on a settled machine: the dirty pages that a writing run (inserts,
+        submissions) leaves are written out first, with `SETTLE_SECONDS` of quiet, instead
+        of being written out by the kernel during whichever run comes next. Without it a
+        read measured right after a write run lost a fifth of its throughput.
+        """
+        os.sync()
+        time.sleep(SETTLE_SECONDS)
         before = self.web_cpu(stack)
         result = load.run(
             stack.base_url,
@@ -446,7 +455,9 @@ class Bench:
                 )
         self.results["throughput"] = {k: [r.as_dict() for r in v] for k, v in runs.items()}
         self.results["pending_after_generate"] = self.count_active(api)
-        sweep_cost = len(SWEEP_CONNECTIONS) * len(figures) * (a.sweep_duration + 0.3)
+        sweep_cost = (
+            len(SWEEP_CONNECTIONS) * len(figures) * (a.sweep_duration + 0.3 + SETTLE_SECONDS)
+        )
         if not self.fits("latency-vs-load sweep", sweep_cost + 200):
             return
         sweep: dict[str, list[dict[str, Any]]] = {k: [] for k in figures}
@@ -763,7 +774,7 @@ class Bench:
         phases: list[tuple[str, float, Callable[[], None]]] = [
             (
                 "throughput",
-                a.rounds * 5 * (a.duration + 0.3) + 10,
+                a.rounds * 5 * (a.duration + 0.3 + SETTLE_SECONDS) + 10,
                 lambda: self.throughput(base, api),
             ),
             (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -204,3 +205,36 @@ def test_a_file_of_another_layout_is_started_afresh(tmp_path: Path) -> None:
     assert storage.incr("k", 60) == 1
     assert path.stat().st_size == storage.size
     assert SharedMemoryStorage(f"darkroom+shm://{path}").get("k") == 1, "kept once valid"
+
+
+def _redis_url() -> str | None:
+    url = os.environ.get("DARKROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    try:
+        import redis
+
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except Exception:
+        return None
+    return url
+
+
+def test_with_redis_the_counters_live_in_redis(app_config: dict[str, Any], tmp_path: Path) -> None:
+    """The scale-out path: REDIS_URL puts the counters where every machine sees them."""
+    url = _redis_url()
+    if url is None:
+        pytest.skip("no Redis server answers on 127.0.0.1:6379")
+    from webapp import create_app
+
+    app = create_app({**app_config, "REDIS_URL": url, "INSTANCE_PATH": str(tmp_path / "i")})
+    client = app.test_client()
+    # A client address of its own, so that runs within the same minute do not share a bucket.
+    me = {"REMOTE_ADDR": f"198.18.{os.getpid() % 250}.{int(time.time()) % 250}"}
+    job = client.post(f"{API}/jobs/generate", json=BODY, environ_base=me).get_json()
+    answers = [client.get(job["status_url"], environ_base=me) for _ in range(5)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 429]
+    assert answers[0].headers["X-RateLimit-Remaining"] == "3"
+    assert 0 < int(answers[-1].headers["Retry-After"]) <= 60
+    assert not (tmp_path / "i" / "ratelimit.shm").exists(), "nothing counted on this box"
+    other = create_app({**app_config, "REDIS_URL": url, "INSTANCE_PATH": str(tmp_path / "j")})
+    refused = other.test_client().get(job["status_url"], environ_base=me)
+    assert refused.status_code == 429, "a second server sees the same counters"

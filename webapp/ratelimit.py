@@ -258,15 +258,11 @@ def register_rate_limits(app: Flask) -> None:
     proxies = int(config.get("TRUSTED_PROXIES") or 0)
     if proxies > 0:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies)  # type: ignore[method-assign]
-    uri = config.get("RATELIMIT_STORAGE_URI") or config.get("REDIS_URL")
-    if not uri:
-        uri = f"darkroom+shm://{Path(app.instance_path) / 'ratelimit.shm'}"
+    uri = config.get("REDIS_URL") or f"darkroom+shm://{Path(app.instance_path) / 'ratelimit.shm'}"
     limits = {
         endpoint: (parse(str(config[key])), scope) for endpoint, (key, scope) in LIMITED.items()
     }
-    rate_limits = RateLimits(
-        storage_from_string(uri), limits, str(config.get("RATELIMIT_KEY_PREFIX") or "darkroom")
-    )
+    rate_limits = RateLimits(storage_from_string(uri), limits, "darkroom")
     app.extensions["darkroom_rate_limits"] = rate_limits
     app.before_request(rate_limits.check)
     app.after_request(rate_limits.headers)
