@@ -27,8 +27,8 @@ from tests.conftest import TEST_CONFIG, run_queue, submit
 from webapp import create_app, jobs
 from webapp.extensions import db, huey
 from webapp.gallery import queue_counts
-from webapp.job_counts import count_by_status, count_jobs, job_counts
-from webapp.models import JobStatus, now_utc
+from webapp.job_counts import count_active, count_by_status, count_jobs, job_counts
+from webapp.models import ACTIVE_STATUSES, JobStatus, now_utc
 from webapp.schema import MIGRATIONS
 
 API = "/api/v1"
@@ -56,6 +56,7 @@ def assert_exact(client: FlaskClient) -> dict[str, int]:
     assert kept_counts() == real
     assert count_jobs(None) == sum(real.values())
     assert count_by_status(STATUSES) == {s: real.get(s, 0) for s in STATUSES}
+    assert count_active() == sum(real.get(s, 0) for s in ACTIVE_STATUSES)
     assert queue_counts() == {
         "waiting": real.get("pending", 0) + real.get("retrying", 0),
         "running": real.get("processing", 0),

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from webapp.extensions import db
 
@@ -48,8 +48,24 @@ def _tune_sqlite(engine: Engine) -> None:
     def on_begin(conn: Any) -> None:
         # A write that starts DEFERRED and upgrades later can fail with "database is locked"
         # without waiting; IMMEDIATE takes the write lock up front and honours busy_timeout.
-        immediate = conn.get_execution_options().get("sqlite_immediate")
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        options = conn.get_execution_options()
+        if options.get(SINGLE_READ):
+            return  # one SELECT is atomic on its own: see `single_read`
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("sqlite_immediate") else "BEGIN")
+
+
+SINGLE_READ = "darkroom_single_read"
+
+
+@contextlib.contextmanager
+def single_read() -> Iterator[Connection]:
+    """A connection of its own for one SELECT, outside the session's transaction.
+
+    On SQLite it skips BEGIN (and the ROLLBACK at the end): a lone statement already reads
+    one consistent snapshot. For the hottest reads, such as the status that clients poll.
+    """
+    with db.engine.connect() as conn:
+        yield conn.execution_options(**{SINGLE_READ: True})
 
 
 @contextlib.contextmanager

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
+import secrets
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
@@ -28,7 +28,7 @@ def request_id() -> str:
     if _REQUEST_ID_KEY not in request.environ:
         sent = request.headers.get("X-Request-ID", "")
         request.environ[_REQUEST_ID_KEY] = (
-            sent if _CLIENT_ID.fullmatch(sent) else f"req_{uuid.uuid4().hex[:16]}"
+            sent if _CLIENT_ID.fullmatch(sent) else f"req_{secrets.token_hex(8)}"
         )
     return str(request.environ[_REQUEST_ID_KEY])
 

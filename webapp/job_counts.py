@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Column, Integer, String, Table, bindparam, func, select
+from sqlalchemy import Column, Integer, String, Table, bindparam, func, or_, select
 
 from webapp.extensions import db
+from webapp.models import ACTIVE_STATUSES
 
 # On the app's metadata so that autogenerate sees the table as known; migration 0004
 # creates it, with the triggers that fill it.
@@ -24,6 +25,10 @@ job_counts = Table(
 
 _ONE_STATUS = select(job_counts.c.count).where(job_counts.c.status == bindparam("status"))
 _EVERY_STATUS = select(func.coalesce(func.sum(job_counts.c.count), 0))
+# Equalities rather than IN: an IN list is rendered again at every execution.
+_ACTIVE = select(func.coalesce(func.sum(job_counts.c.count), 0)).where(
+    or_(*(job_counts.c.status == str(status) for status in ACTIVE_STATUSES))
+)
 _SOME_STATUSES = select(job_counts.c.status, job_counts.c.count).where(
     job_counts.c.status.in_(bindparam("statuses", expanding=True))
 )
@@ -49,3 +54,8 @@ def count_by_status(statuses: Iterable[str]) -> dict[str, int]:
     rows = db.session.connection().execute(_SOME_STATUSES, {"statuses": wanted}).all()
     counts = {status: int(n) for status, n in rows}
     return {status: counts.get(status, 0) for status in wanted}
+
+
+def count_active() -> int:
+    """How many jobs wait or run (every status of `ACTIVE_STATUSES`)."""
+    return int(db.session.connection().execute(_ACTIVE).scalar() or 0)

@@ -26,9 +26,9 @@ from flask import current_app
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import joinedload, selectinload
 
-from webapp.database import write_transaction
+from webapp.database import single_read, write_transaction
 from webapp.extensions import db
-from webapp.job_counts import count_by_status, count_jobs
+from webapp.job_counts import count_active, count_jobs
 from webapp.media import StoredImage, remove_files, remove_stored
 from webapp.models import ACTIVE_STATUSES, Job, JobStatus, Media, now_utc
 from webapp.params import MAX_SEED, JobCreate, RequestInvalid, check_model_parameters
@@ -116,7 +116,8 @@ class JobStatusRead:
 
 def read_job_status(job_id: str) -> JobStatusRead:
     """A job's status and media in one query (no ORM objects), or raise `JobNotFound`."""
-    rows = db.session.connection().execute(_STATUS_QUERY, {"job_id": job_id}).all()
+    with single_read() as conn:
+        rows = conn.execute(_STATUS_QUERY, {"job_id": job_id}).all()
     if not rows:
         raise JobNotFound(job_id)
     media = [
@@ -208,7 +209,7 @@ def estimate_seconds(job: Job) -> int:
     """Seconds until a job just submitted is likely done: the jobs waiting or running
     besides it (from the per-status counts, so a long backlog costs nothing to count),
     spread over the workers, times the model's recent durations."""
-    ahead = max(0, sum(count_by_status(ACTIVE_STATUSES).values()) - 1)
+    ahead = max(0, count_active() - 1)
     per_job = average_duration(job.model)
     workers = max(1, int(current_app.config["WORKER_CONCURRENCY"]))
     return max(1, math.ceil((ahead // workers + 1) * per_job))
