@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
 import re
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -238,3 +240,81 @@ def test_with_redis_the_counters_live_in_redis(app_config: dict[str, Any], tmp_p
     other = create_app({**app_config, "REDIS_URL": url, "INSTANCE_PATH": str(tmp_path / "j")})
     refused = other.test_client().get(job["status_url"], environ_base=me)
     assert refused.status_code == 429, "a second server sees the same counters"
+
+
+def _first_hits(storage: SharedMemoryStorage, barrier: threading.Barrier) -> None:
+    barrier.wait(5)
+    for _ in range(20):
+        storage.incr("shared", 60)
+
+
+def test_threads_sharing_one_table_never_lose_the_lock(tmp_path: Path) -> None:
+    """First hits from several threads at once, on one storage object, in a fresh process state."""
+    for round_ in range(40):
+        storage = SharedMemoryStorage(f"darkroom+shm://{tmp_path / f'r{round_ % 3}.shm'}")
+        barrier = threading.Barrier(6)
+
+        threads = [
+            threading.Thread(target=_first_hits, args=(storage, barrier), daemon=True)
+            for _ in range(6)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+            assert not thread.is_alive(), f"round {round_}: a thread hung on the table lock"
+        # Another open of the file can still take the lock: none was left behind.
+        other = SharedMemoryStorage(f"darkroom+shm://{tmp_path / f'r{round_ % 3}.shm'}")
+        assert other.get("shared") >= 120
+
+
+def _hold_mapping(path: str, ready: Any, go: Any, result: Any) -> None:
+    storage = SharedMemoryStorage(f"darkroom+shm://{path}")
+    storage.incr("old", 60)
+    ready.set()
+    go.wait(30)
+    result.put(storage.incr("old", 60))  # would die of SIGBUS if the file had shrunk
+
+
+class OtherLayout(SharedMemoryStorage):
+    SLOTS = 64
+    MAGIC = b"darkroom-ratelimit-v9\0\0\0"
+
+
+def test_a_new_layout_never_pulls_the_file_from_under_a_running_process(tmp_path: Path) -> None:
+    path = str(tmp_path / "c.shm")
+    context = multiprocessing.get_context("fork")
+    ready, go, result = context.Event(), context.Event(), context.Queue()
+    proc = context.Process(target=_hold_mapping, args=(path, ready, go, result))
+    proc.start()
+    assert ready.wait(30)
+    newer = OtherLayout(f"darkroom+shm://{path}")
+    assert newer.incr("new", 60) == 1
+    assert Path(path).stat().st_size == newer.size
+    go.set()
+    proc.join(30)
+    assert proc.exitcode == 0, "the old process survived the new layout"
+    assert result.get(timeout=5) == 2, "and kept counting in the table it had mapped"
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_stuck_lock_holder_delays_requests_by_a_second_at_most(
+    app_config: dict[str, Any], tmp_path: Path
+) -> None:
+    from webapp import create_app
+
+    instance = tmp_path / "stuck"
+    app = create_app({**app_config, "INSTANCE_PATH": str(instance)})
+    client = app.test_client()
+    assert create(client).status_code == 201  # the table exists now
+    holder = os.open(instance / "ratelimit.shm", os.O_RDWR)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # as a process stopped while holding it would
+        started = time.monotonic()
+        answer = create(client)
+        assert answer.status_code == 201, "let through, not refused or failed"
+        assert "X-RateLimit-Limit" not in answer.headers
+        assert time.monotonic() - started < 5
+    finally:
+        os.close(holder)
+    assert create(client).headers["X-RateLimit-Remaining"] == "1", "counting resumes"

@@ -48,8 +48,8 @@ class SharedMemoryStorage(Storage):
     busy web processes spent a quarter of a status read queueing for.
 
     A key lives in one of `PROBES` slots after its hash. When all of them hold live
-    windows (thousands of clients within one minute), the window that ends soonest is
-    given up: that client's count starts again.
+    windows (from about 9,000 clients within one minute on), the one of them that ends
+    soonest is given up: that client's count starts again.
     """
 
     STORAGE_SCHEME = ["darkroom+shm"]
@@ -57,6 +57,7 @@ class SharedMemoryStorage(Storage):
     PROBES = 32
     MAGIC = b"darkroom-ratelimit-v1\0\0\0"  # 24 bytes
     HEADER = 64
+    LOCK_TIMEOUT = 1.0
     SLOT = struct.Struct("<16sqd")  # key digest, count, window end (Unix time)
 
     def __init__(self, uri: str, wrap_exceptions: bool = False, **options: Any) -> None:
@@ -74,19 +75,14 @@ class SharedMemoryStorage(Storage):
         return OSError
 
     def _mapped(self) -> mmap.mmap:
-        """The table, mapped once per process (a forked child opens the file again: a
-        `flock` is shared by every process holding the same open file)."""
+        """The table, mapped once per process (call with `_thread_lock` held).
+
+        A forked child opens the file again: a `flock` is shared by every process holding
+        the same open file, so it would not keep parent and child apart.
+        """
         if self._pid != os.getpid() or self._map is None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = self._open()
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                try:
-                    if os.fstat(fd).st_size != self.size or os.pread(fd, 24, 0) != self.MAGIC:
-                        os.ftruncate(fd, 0)  # another layout, or half made: start empty
-                        os.ftruncate(fd, self.size)
-                        os.pwrite(fd, self.MAGIC, 0)
-                finally:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
                 mapped = mmap.mmap(fd, self.size)
             except BaseException:
                 os.close(fd)
@@ -94,15 +90,75 @@ class SharedMemoryStorage(Storage):
             self._fd, self._map, self._pid = fd, mapped, os.getpid()
         return self._map
 
+    def _open(self) -> int:
+        """Open the table file, first making it if it is missing or of another layout.
+
+        A new table is built beside the old file and renamed over it, never rewritten in
+        place: a process that still maps the old file would die of SIGBUS if it shrank.
+        Its pages are allocated up front, so a full disk fails here, as an `OSError` the
+        hook lets through, and not as a SIGBUS on a later write.
+        """
+        for _attempt in range(5):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                self._flock(fd)
+                try:
+                    if os.fstat(fd).st_ino != os.stat(self.path).st_ino:
+                        continue  # replaced since we opened it: open the new one
+                    if os.fstat(fd).st_size == self.size and os.pread(fd, 24, 0) == self.MAGIC:
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                        found, fd = fd, -1
+                        return found
+                    self._build()
+                finally:
+                    if fd >= 0:
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+            except FileNotFoundError:
+                continue  # deleted since we opened it
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        raise OSError(f"could not open the rate-limit table {self.path}")
+
+    def _build(self) -> None:
+        """Write an empty table under a temporary name and rename it into place."""
+        temporary = f"{self.path}.{os.getpid()}.tmp"
+        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, self.size)
+            os.pwrite(fd, self.MAGIC, 0)
+        except BaseException:
+            os.close(fd)
+            os.unlink(temporary)
+            raise
+        os.close(fd)
+        os.replace(temporary, self.path)
+
+    def _flock(self, fd: int) -> None:
+        """Take the file lock, or give up after `LOCK_TIMEOUT` seconds (a holder stopped
+        with SIGSTOP or a debugger must not hang every other process with it)."""
+        deadline = None
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                now = time.monotonic()
+                deadline = deadline or now + self.LOCK_TIMEOUT
+                if now > deadline:
+                    raise TimeoutError(f"rate-limit table {self.path} stayed locked") from None
+                time.sleep(0.0002)
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[mmap.mmap]:
-        mapped = self._mapped()
         with self._thread_lock:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            mapped = self._mapped()
+            fd = self._fd
+            self._flock(fd)
             try:
                 yield mapped
             finally:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _find(self, mapped: mmap.mmap, digest: bytes, now: float) -> tuple[int, bool]:
         """The offset of the key's slot and whether it holds the key's live window;
@@ -161,7 +217,8 @@ class SharedMemoryStorage(Storage):
     def check(self) -> bool:
         """Whether the table can be mapped."""
         try:
-            self._mapped()
+            with self._thread_lock:
+                self._mapped()
             return True
         except OSError:
             return False
@@ -211,6 +268,7 @@ class RateLimits:
         self.storage = storage
         self.limits = limits
         self.prefix = prefix
+        self._quiet_until = 0.0
 
     def check(self) -> None:
         """Count this request against its endpoint's limit; raise `RateLimited` past it."""
@@ -222,8 +280,14 @@ class RateLimits:
         try:
             count, reset = self._hit(key, item)
         except self.storage.base_exceptions:
-            # A broken counter store must not take the service down with it.
-            log.warning("rate limit storage failed; request let through", exc_info=True)
+            # A broken counter store must not take the service down with it; say so once a
+            # minute, not on every request.
+            now = time.monotonic()
+            if now >= self._quiet_until:
+                self._quiet_until = now + 60
+                log.warning(
+                    "rate-limit storage failed; requests go through unlimited", exc_info=True
+                )
             return
         # On the request, not on `g`, which requests share when an app context is already
         # pushed (tests, CLI).
