@@ -394,14 +394,18 @@ def test_sigint_lets_running_jobs_finish_before_the_consumer_exits(tmp_path: Pat
 def test_sigterm_cuts_jobs_off_and_the_restart_recovers_them(tmp_path: Path) -> None:
     """SIGTERM is the immediate stop: running jobs are left, and the next consumer re-runs them."""
     with running_stack(tmp_path, step_seconds=0.2, env=FAST) as stack:
-        job_ids = [submit(stack, n, steps=20, outputs=1 + n) for n in range(2)]  # ~4 s each
+        job_ids = [submit(stack, n, steps=40, outputs=1 + n) for n in range(2)]  # ~8 s each
         stack.wait_until("both jobs to run", lambda: len(running_here(stack, job_ids)) == 2)
         assert stack.worker is not None
         consumer = stack.worker
         stack.kill_worker(signal.SIGTERM)
         signalled = time.monotonic()
         assert consumer.wait(10) == 0
-        assert time.monotonic() - signalled < 2.5, "SIGTERM should not wait for the jobs"
+        # The jobs had about 8 s of work left: the consumer must be gone well before they
+        # could have finished, and the rows below show they never did. (The margin is wide
+        # because the consumer's exit competes for the CPU with the jobs' own threads and,
+        # under `make test`, with two other test processes.)
+        assert time.monotonic() - signalled < 4, "SIGTERM should not wait for the jobs"
         left = stack.db_rows(
             "SELECT id, worker_id, progress FROM jobs WHERE status = 'processing' ORDER BY id"
         )
@@ -414,8 +418,8 @@ def test_sigterm_cuts_jobs_off_and_the_restart_recovers_them(tmp_path: Path) -> 
         # before the 60 s lease of the dead one would have expired.
         restarted = time.monotonic()
         stack.start_worker()
-        done = stack.wait_terminal(job_ids, timeout=20)
-        assert time.monotonic() - restarted < 15
+        done = stack.wait_terminal(job_ids, timeout=40)
+        assert time.monotonic() - restarted < 30
         for n, job_id in enumerate(job_ids):
             assert done[job_id]["status"] == "completed", done[job_id]
             assert done[job_id]["retry_count"] == 1
