@@ -150,9 +150,12 @@ class Media(db.Model):
 
     def is_expired(self, now: datetime | None = None) -> bool:
         """Whether the retention period has passed (or its files were purged)."""
-        if self.purged_at is not None:
-            return True
-        return self.expires_at is not None and self.expires_at <= (now or now_utc())
+        return media_expired(self.expires_at, self.purged_at, now or now_utc())
+
+
+def media_expired(expires_at: datetime | None, purged_at: datetime | None, now: datetime) -> bool:
+    """Whether media with these timestamps are past retention (or their files were purged)."""
+    return purged_at is not None or (expires_at is not None and expires_at <= now)
 
 
 class WorkerBeat(db.Model):

@@ -11,7 +11,7 @@ from marshmallow import fields
 
 from webapp import urls
 from webapp.jobs import JobStatusRead
-from webapp.models import JobStatus, Media, now_utc
+from webapp.models import JobStatus, Media, media_expired, now_utc
 
 
 class UTCDateTime(fields.DateTime):
@@ -124,8 +124,7 @@ def job_status_body(read: JobStatusRead) -> dict[str, Any]:
             "width": m["width"],
             "height": m["height"],
             "expires_at": utc_text(m["expires_at"]),
-            "expired": m["purged_at"] is not None
-            or (m["expires_at"] is not None and m["expires_at"] <= now),
+            "expired": media_expired(m["expires_at"], m["purged_at"], now),
         }
         for m in read.media
     ]
