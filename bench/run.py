@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import json
 import os
 import random
 import shutil
@@ -84,6 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=570, help="seconds before phases are skipped")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    p.add_argument("--results", type=Path, help="also write the raw results here (JSON)")
     p.add_argument(
         "--quick",
         action="store_true",
@@ -866,6 +868,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.close()
     results["meta"]["foreign_cpu"] = bench.foreign_cpu()
+    if args.results:
+        args.results.write_text(json.dumps(results, indent=1, default=str))
     report.write(results, args.out)
     log(f"wrote {args.out} in {results['elapsed_s']:.0f}s")
     return 0
