@@ -64,6 +64,34 @@
     flash("Darkroom cannot be reached. Check that it is running.");
   });
 
+  // The page's poll is answered out of band, into the cards and details it asked about. When
+  // the page changes while a poll is on its way (a search replaced the gallery and the poller,
+  // a card was deleted), the answer is stale: its cards may have no place left, and its poller
+  // state is older than the one the change brought. Such an answer is dropped; the next poll,
+  // a second later, asks about what is on the page now. An extension named on the poller
+  // (hx-ext) sees the answer even when the poller that asked has left the page, where events
+  // no longer bubble up to the document.
+  window.htmx.defineExtension("drop-stale-poll", {
+    onEvent: function (name, event) {
+      if (name !== "htmx:beforeSwap" || !event.detail.shouldSwap) return true;
+      var asker = event.detail.elt;
+      if (!asker || !document.body.contains(asker)) {
+        event.detail.shouldSwap = false;
+        return true;
+      }
+      var answer = document.createElement("template");
+      answer.innerHTML = event.detail.serverResponse;
+      var parts = answer.content.querySelectorAll("[hx-swap-oob]");
+      for (var i = 0; i < parts.length; i++) {
+        if (!document.getElementById(parts[i].id)) {
+          event.detail.shouldSwap = false;
+          break;
+        }
+      }
+      return true;
+    },
+  });
+
   // After a successful submit, keep the prompt (people iterate on it) and move focus back.
   document.addEventListener("htmx:afterRequest", function (event) {
     var form = event.detail.elt;

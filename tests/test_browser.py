@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from PIL import Image
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests import make_screenshots
 from tests.browser import (
@@ -678,6 +678,80 @@ def test_a_running_card_found_again_by_search_keeps_updating(page: Page, stack: 
     card.get_by_role("button", name="Cancel").click()
     expect(card.locator(".badge").first).to_have_text("cancelled")
     assert_polling_stopped(page, seconds=1.2)
+
+
+class HeldPoll:
+    """The page's polls, held at the network until the test lets them through."""
+
+    PATTERN = re.compile(r"/poll\?")
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.routes: list[Route] = []
+        page.route(self.PATTERN, lambda route: self.routes.append(route))
+
+    def wait(self, job_id: str) -> None:
+        """Until a poll asking about `job_id` is on its way."""
+        deadline = time.monotonic() + 5
+        while not self.routes and time.monotonic() < deadline:
+            self.page.wait_for_timeout(50)
+        assert self.routes, "the page never polled"
+        assert f"id={job_id}" in self.routes[0].request.url, self.routes[0].request.url
+
+    def release(self) -> None:
+        """Let every held poll through, wait for the first answer, stop holding."""
+        with self.page.expect_request_finished(lambda r: "/poll?" in r.url):
+            self.routes[0].continue_()
+        for route in self.routes[1:]:
+            route.continue_()
+        self.page.unroute(self.PATTERN)
+        # Read once afterwards, without retrying: the next poll would undo a stale swap.
+        self.page.wait_for_timeout(300)
+
+
+def test_a_poll_answered_after_a_search_changed_the_gallery_is_dropped(
+    page: Page, stack: Stack
+) -> None:
+    """A poll still on its way when a search empties the gallery swaps nothing back in.
+
+    Its answer names a card that is gone, and a poller state older than the search's; the
+    poller that asked has left the page with the search's answer.
+    """
+    wait_idle(stack)
+    parameters = {**SMALL, "num_inference_steps": 40}
+    job_id = stack.submit("a kite held by the wind", parameters=parameters)["id"]
+    held = HeldPoll(page)
+    page.goto("/")
+    held.wait(job_id)
+
+    page.locator("#search").fill("words that match nothing")
+    expect(page.locator("#gallery-empty")).to_contain_text("No jobs match")
+    expect(page.locator("#poller")).to_have_attribute("data-active", "false")
+    held.release()
+
+    assert stack.status(job_id)["status"] == "processing", "the job ended too soon for this test"
+    assert page.locator(f"#card-{job_id}").count() == 0
+    assert page.locator("#gallery-empty").is_visible()
+    assert page.locator("#poller").get_attribute("data-active") == "false"
+    assert page.locator("#poller").get_attribute("hx-get") is None
+
+
+def test_a_poll_answered_after_its_card_left_the_page_is_dropped(page: Page, stack: Stack) -> None:
+    """The same with the poller still on the page: the answer is dropped, polling goes on."""
+    wait_idle(stack)
+    parameters = {**SMALL, "num_inference_steps": 40}
+    job_id = stack.submit("a lantern on the water", parameters=parameters)["id"]
+    held = HeldPoll(page)
+    page.goto("/")
+    held.wait(job_id)
+
+    page.locator(f"#card-{job_id}").evaluate("card => card.remove()")
+    held.release()
+    assert page.locator(f"#card-{job_id}").count() == 0
+    assert page.locator("#poller").get_attribute("data-active") == "true"
+    # The next poll asks about what is on the page now: nothing runs there, so polling stops.
+    expect(page.locator("#poller")).to_have_attribute("data-active", "false")
+    assert stack.status(job_id)["status"] == "processing", "the job ended too soon for this test"
 
 
 def scroll_to_the_end(page: Page) -> None:
