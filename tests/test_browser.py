@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from PIL import Image
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import APIResponse, Page, Route, expect
 
 from tests import make_screenshots
 from tests.browser import (
@@ -244,7 +244,8 @@ def test_submit_shows_card_at_once_then_progress_then_image(
     page.goto("/")
     page.evaluate("window.__sameDocument = 'yes'")
     prompt = "A beautiful sunset over mountains"
-    fill_form(page, prompt, aspect_ratio="16:9", num_inference_steps=20)
+    # About 6 s of work: a poll a second sees the bar at several points along the way.
+    fill_form(page, prompt, aspect_ratio="16:9", num_inference_steps=40)
     clicked = time.monotonic()
     clicked_ms = page_clock(page)
     page.get_by_role("button", name="Generate").click()
@@ -291,7 +292,7 @@ def test_submit_shows_card_at_once_then_progress_then_image(
     status = stack.status(job_id)
     assert status["status"] == "completed"
     assert status["provider_parameters"]["aspect_ratio"] == "16:9"
-    assert status["provider_parameters"]["num_inference_steps"] == 20
+    assert status["provider_parameters"]["num_inference_steps"] == 40
     check_images(page)
 
 
@@ -560,7 +561,18 @@ def test_cancel_from_the_job_page(page: Page, stack: Stack) -> None:
         "() => (document.querySelector('.detail-info progress') || {}).value > 0", timeout=5000
     )
     assert float(bar.get_attribute("value") or 0) > 0
-    page.locator(".actions").get_by_role("button", name="Cancel").click()
+    # A keyboard user: focus stays on Cancel while polls redraw the detail around it.
+    page.locator(".actions").get_by_role("button", name="Cancel").focus()
+    for _ in range(2):
+        shown = float(bar.get_attribute("value") or 0)
+        page.wait_for_function(
+            "shown => document.querySelector('.detail-info progress')?.value > shown",
+            arg=shown,
+            timeout=5000,
+        )
+    focused = page.evaluate("() => document.activeElement.closest('form')?.id")
+    assert focused == f"cancel-detail-{job_id}", focused
+    page.keyboard.press("Enter")
     expect(page.locator(".detail-info .badge")).to_have_text("cancelled")
     expect(page.locator(".detail-placeholder")).to_contain_text("Cancelled")
     expect(page.locator(".actions").get_by_role("button", name="Cancel")).to_have_count(0)
@@ -655,7 +667,8 @@ def test_a_running_card_found_again_by_search_keeps_updating(page: Page, stack: 
     """Searching a running card away stops the poll; searching it back restarts it."""
     wait_idle(stack)
     prompt = "a drifting balloon over the bay"
-    job_id = stack.submit(prompt, parameters={**SMALL, "num_inference_steps": 40})["id"]
+    # The longest a demo job runs (50 steps, about 7.5 s): time for two searches.
+    job_id = stack.submit(prompt, parameters={**SMALL, "num_inference_steps": 50})["id"]
     page.goto("/")
     expect(page.locator("#poller")).to_have_attribute("data-active", "true")
     card = page.locator(f"#card-{job_id}")
@@ -681,32 +694,54 @@ def test_a_running_card_found_again_by_search_keeps_updating(page: Page, stack: 
 
 
 class HeldPoll:
-    """The page's polls, held at the network until the test lets them through."""
+    """The page's polls, held at the network until the test lets them through.
+
+    With `read_early`, each poll is answered by the server at once and only the answer is
+    held: it tells the page what was true before whatever the test does next.
+    """
 
     PATTERN = re.compile(r"/poll\?")
 
-    def __init__(self, page: Page) -> None:
+    def __init__(self, page: Page, read_early: bool = False) -> None:
         self.page = page
-        self.routes: list[Route] = []
-        page.route(self.PATTERN, lambda route: self.routes.append(route))
+        self.read_early = read_early
+        self.held: list[tuple[Route, APIResponse | None]] = []
+        page.route(self.PATTERN, self._hold)
 
-    def wait(self, job_id: str) -> None:
-        """Until a poll asking about `job_id` is on its way."""
+    def _hold(self, route: Route) -> None:
+        self.held.append((route, route.fetch() if self.read_early else None))
+
+    def wait(self, job_id: str) -> str:
+        """Until a poll asking about `job_id` is held; the early answer's text, if read."""
         deadline = time.monotonic() + 5
-        while not self.routes and time.monotonic() < deadline:
+        while not self.held and time.monotonic() < deadline:
             self.page.wait_for_timeout(50)
-        assert self.routes, "the page never polled"
-        assert f"id={job_id}" in self.routes[0].request.url, self.routes[0].request.url
+        assert self.held, "the page never polled"
+        route, answer = self.held[0]
+        assert f"id={job_id}" in route.request.url, route.request.url
+        return answer.text() if answer else ""
 
-    def release(self) -> None:
-        """Let every held poll through, wait for the first answer, stop holding."""
-        with self.page.expect_request_finished(lambda r: "/poll?" in r.url):
-            self.routes[0].continue_()
-        for route in self.routes[1:]:
+    def _let_through(self, route: Route, answer: APIResponse | None) -> None:
+        if answer is None:
             route.continue_()
-        self.page.unroute(self.PATTERN)
-        # Read once afterwards, without retrying: the next poll would undo a stale swap.
+        else:
+            route.fulfill(response=answer)
+
+    def release_first(self) -> None:
+        """Let the first held poll through and its answer land; later polls stay held.
+
+        Holding them keeps the page as that answer left it, so a test can read it once,
+        without retrying: a poll let through would undo a stale swap a second later.
+        """
+        with self.page.expect_request_finished(lambda r: "/poll?" in r.url):
+            self._let_through(*self.held[0])
         self.page.wait_for_timeout(300)
+
+    def stop(self) -> None:
+        """Let the rest through and hold no more."""
+        for route, answer in self.held[1:]:
+            self._let_through(route, answer)
+        self.page.unroute(self.PATTERN)
 
 
 def test_a_poll_answered_after_a_search_changed_the_gallery_is_dropped(
@@ -718,7 +753,7 @@ def test_a_poll_answered_after_a_search_changed_the_gallery_is_dropped(
     poller that asked has left the page with the search's answer.
     """
     wait_idle(stack)
-    parameters = {**SMALL, "num_inference_steps": 40}
+    parameters = {**SMALL, "num_inference_steps": 50}
     job_id = stack.submit("a kite held by the wind", parameters=parameters)["id"]
     held = HeldPoll(page)
     page.goto("/")
@@ -727,31 +762,57 @@ def test_a_poll_answered_after_a_search_changed_the_gallery_is_dropped(
     page.locator("#search").fill("words that match nothing")
     expect(page.locator("#gallery-empty")).to_contain_text("No jobs match")
     expect(page.locator("#poller")).to_have_attribute("data-active", "false")
-    held.release()
+    held.release_first()
 
     assert stack.status(job_id)["status"] == "processing", "the job ended too soon for this test"
     assert page.locator(f"#card-{job_id}").count() == 0
     assert page.locator("#gallery-empty").is_visible()
     assert page.locator("#poller").get_attribute("data-active") == "false"
     assert page.locator("#poller").get_attribute("hx-get") is None
+    held.stop()
 
 
 def test_a_poll_answered_after_its_card_left_the_page_is_dropped(page: Page, stack: Stack) -> None:
     """The same with the poller still on the page: the answer is dropped, polling goes on."""
     wait_idle(stack)
-    parameters = {**SMALL, "num_inference_steps": 40}
+    parameters = {**SMALL, "num_inference_steps": 50}
     job_id = stack.submit("a lantern on the water", parameters=parameters)["id"]
     held = HeldPoll(page)
     page.goto("/")
     held.wait(job_id)
 
     page.locator(f"#card-{job_id}").evaluate("card => card.remove()")
-    held.release()
+    held.release_first()
     assert page.locator(f"#card-{job_id}").count() == 0
     assert page.locator("#poller").get_attribute("data-active") == "true"
+    held.stop()
     # The next poll asks about what is on the page now: nothing runs there, so polling stops.
     expect(page.locator("#poller")).to_have_attribute("data-active", "false")
     assert stack.status(job_id)["status"] == "processing", "the job ended too soon for this test"
+
+
+def test_a_poll_read_before_a_cancel_does_not_show_the_job_running_again(
+    page: Page, stack: Stack
+) -> None:
+    """The server reads a poll, Cancel lands, then that older answer arrives: it is dropped."""
+    wait_idle(stack)
+    parameters = {**SMALL, "num_inference_steps": 50}
+    job_id = stack.submit("a paper boat to cancel", parameters=parameters)["id"]
+    held = HeldPoll(page, read_early=True)
+    page.goto("/")
+    early = held.wait(job_id)
+    assert "badge-processing" in early or "badge-pending" in early, early
+    card = page.locator(f"#card-{job_id}")
+    card.get_by_role("button", name="Cancel").click()
+    expect(card.locator(".badge").first).to_have_text("cancelled")
+
+    held.release_first()
+    assert card.locator(".badge").first.text_content() == "cancelled"
+    assert card.locator(".js-running").count() == 0
+    assert card.get_by_role("button", name="Cancel").count() == 0
+    held.stop()
+    assert_polling_stopped(page, seconds=1.2)
+    assert stack.status(job_id)["status"] == "cancelled"
 
 
 def scroll_to_the_end(page: Page) -> None:

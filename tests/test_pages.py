@@ -149,7 +149,12 @@ class TestJobPage:
         job = submit(client, "cancel me")
         response = post_form(client, f"/jobs/{job['id']}/cancel", {})
         assert response.status_code == 200
-        assert "badge-cancelled" in response.get_data(as_text=True)
+        html = response.get_data(as_text=True)
+        assert "badge-cancelled" in html
+        # All out of band, found by id when the answer lands: the card, the counter, and a
+        # new poller that makes any poll still on its way stale.
+        assert f'id="card-{job["id"]}"' in html and 'id="poller"' in html
+        assert 'id="queue-counter"' in html and html.count('hx-swap-oob="true"') == 3
         # Cancelling again shows the card as it is instead of failing.
         assert post_form(client, f"/jobs/{job['id']}/cancel", {}).status_code == 200
 

@@ -165,10 +165,12 @@ def cancel(job_id: str) -> BaseResponse:
     job = jobs.get_job(job_id)
     if not wants_partial():
         return redirect(url_for(".job_page", job_id=job_id), 303)
-    template = (
-        "partials/job_detail.html" if request.form.get("view") == "detail" else "partials/card.html"
+    return fragment(
+        "partials/cancelled.html",
+        job=job,
+        view=request.form.get("view"),
+        counts=queue_counts(),
     )
-    return fragment(template, job=job)
 
 
 @bp.post("/jobs/<job_id>/delete")
