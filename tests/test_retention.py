@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import os
+import time
+import uuid
+from datetime import datetime, timedelta
 
 from flask import Flask
 from flask.testing import FlaskClient
+from PIL import Image
 
-from tests.conftest import run_queue, submit
-from webapp.extensions import db
-from webapp.media import media_root, purge_expired
+from tests.conftest import TEST_CONFIG, run_queue, submit
+from webapp import jobs
+from webapp.config import Defaults
+from webapp.extensions import db, huey
+from webapp.media import media_root, purge_expired, store_image, sweep_orphan_files
 from webapp.models import Media, now_utc
+
+GRACE = float(TEST_CONFIG.get("ORPHAN_FILE_GRACE_SECONDS", Defaults.ORPHAN_FILE_GRACE_SECONDS))
 
 
 def finished_job(client: FlaskClient, outputs: int = 1) -> dict:
@@ -76,3 +84,71 @@ def test_a_missing_file_does_not_stop_the_purge(app: Flask, client: FlaskClient)
         path.unlink()
     assert purge_expired(now_utc() + timedelta(days=31)) == 2
     assert not any(p.exists() for p in files_of([second["media"][0]["id"]]))
+
+
+# -- files no row names -----------------------------------------------------------------------
+
+
+def test_files_of_a_cancelled_attempt_whose_worker_died_are_swept_after_the_grace(
+    app: Flask, client: FlaskClient
+) -> None:
+    """A worker stores its pictures, the job is cancelled, the worker dies before noticing."""
+    job = submit(client, "a lost attempt", parameters={"width": 128, "height": 128})
+    claim = jobs.claim_job(job["id"])
+    assert claim is not None
+    image = Image.new("RGB", (128, 128), "teal")
+    stored = [store_image(image, "png", 90, jobs.output_media_id(claim, i)) for i in range(2)]
+    jobs.cancel_job(job["id"])
+    left = [media_root() / p for s in stored for p in (s.storage_path, s.thumbnail_path)]
+    assert all(p.exists() for p in left) and len(left) == 4
+
+    assert sweep_orphan_files() == 0, "an attempt's fresh files may still be recorded"
+    later = time.time() + GRACE + 1
+    assert sweep_orphan_files(now=later) == 4
+    assert not any(p.exists() for p in left)
+    assert client.get(job["status_url"]).get_json()["status"] == "cancelled"
+
+
+def test_the_sweep_keeps_recorded_fresh_and_foreign_files(app: Flask, client: FlaskClient) -> None:
+    status = finished_job(client, outputs=2)
+    recorded = files_of([m["id"] for m in status["media"]])
+    root = media_root()
+    orphan = uuid.uuid4()
+    unfinished = root / "generated" / f".{orphan}.png.{uuid.uuid4().hex}.part"
+    thumbnail = root / "thumbnails" / f"{orphan}.webp"
+    fresh = root / "generated" / f"{uuid.uuid4()}.jpg"
+    foreign = [
+        root / "generated" / "notes.txt",
+        root / "thumbnails" / ".DS_Store",
+        root / "generated" / f"{str(uuid.uuid4()).upper()}.png",  # not a name Darkroom gives
+    ]
+    for path in (unfinished, thumbnail, fresh, *foreign):
+        path.write_bytes(b"x")
+    old = time.time() - GRACE - 60
+    for path in (unfinished, thumbnail, *recorded, *foreign):
+        os.utime(path, (old, old))
+    (root / "generated" / f"{uuid.uuid4()}.d").mkdir()  # a folder is never removed
+
+    assert sweep_orphan_files() == 2
+    assert not unfinished.exists() and not thumbnail.exists()
+    assert fresh.exists() and all(p.exists() for p in (*recorded, *foreign))
+    for item in status["media"]:
+        assert client.get(item["url"]).status_code == 200
+
+
+def test_the_sweep_leaves_files_of_purged_and_deleted_media_alone_once_gone(
+    app: Flask, client: FlaskClient
+) -> None:
+    """Rows kept for 410 answers have no files; the sweep finds nothing to do, and no error."""
+    status = finished_job(client)
+    assert purge_expired(now_utc() + timedelta(days=31)) == 1
+    assert sweep_orphan_files(now=time.time() + GRACE + 1) == 0
+    assert client.get(status["media"][0]["url"]).status_code == 410
+
+
+def test_the_sweep_runs_once_an_hour_in_the_worker() -> None:
+    def due(minute: int) -> set[str]:
+        return {task.name for task in huey.read_periodic(datetime(2026, 11, 26, 3, minute))}
+
+    assert "sweep_storage" in due(37)
+    assert "sweep_storage" not in due(36) | due(38)

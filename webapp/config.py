@@ -23,6 +23,7 @@ class Defaults:
     DEFAULT_MODEL = ""  # empty: flux-schnell with a Replicate token, else demo
     MAX_RETRIES = 3
     RETENTION_DAYS = 30
+    ORPHAN_FILE_GRACE_SECONDS = 3600  # files no media row names are removed once this old
     LEASE_SECONDS = 60
     STALE_QUEUE_SECONDS = 30
     WORKER_CONCURRENCY = 2

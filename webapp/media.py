@@ -6,6 +6,7 @@ import hashlib
 import io
 import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +29,7 @@ FORMATS = {
     "webp": ("WEBP", "image/webp", ".webp"),
 }
 THUMBNAIL_SIDE = 512
+STORAGE_FOLDERS = ("generated", "thumbnails")
 # Files never change once written (a new picture gets a new id), so caches may keep them.
 CACHE_SECONDS = 86400
 
@@ -164,6 +166,69 @@ def remove_files(*relatives: str | None) -> None:
                 log.warning("could not remove media file %s", relative, exc_info=True)
 
 
+def _media_id_of(name: str) -> str | None:
+    """The media id a stored file's name carries: `ID.ext`, or `.ID.ext.HEX.part` mid-write."""
+    if name.startswith(".") and name.endswith(".part"):
+        name = name[1:]
+    candidate = name.partition(".")[0]
+    try:
+        return candidate if str(uuid.UUID(candidate)) == candidate else None
+    except ValueError:
+        return None
+
+
+def sweep_orphan_files(now: float | None = None, batch: int = 500) -> int:
+    """Remove files that no media row names, once older than `ORPHAN_FILE_GRACE_SECONDS`.
+
+    They are what a process killed at the wrong moment leaves: a worker whose job was
+    cancelled or deleted while it wrote its pictures, or a delete cut off between its commit
+    and its file removals. A running attempt's files have no row until it completes, so
+    only files older than the grace period go; an attempt cannot record them that late,
+    since its lease (and with it the right to complete) is long gone. Files whose names
+    carry no media id are not Darkroom's and stay. Returns how many files were removed.
+    """
+    grace = float(current_app.config["ORPHAN_FILE_GRACE_SECONDS"])
+    cutoff = (time.time() if now is None else now) - grace
+    root = media_root()
+    old: dict[str, list[Path]] = {}
+    for folder in STORAGE_FOLDERS:
+        try:
+            entries = os.scandir(root / folder)
+        except FileNotFoundError:
+            continue
+        with entries:
+            for entry in entries:
+                media_id = _media_id_of(entry.name)
+                if media_id is None:
+                    continue
+                try:
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    if entry.stat(follow_symlinks=False).st_mtime > cutoff:
+                        continue
+                except FileNotFoundError:
+                    continue
+                old.setdefault(media_id, []).append(Path(entry.path))
+    removed = 0
+    ids = list(old)
+    for start in range(0, len(ids), batch):
+        chunk = ids[start : start + batch]
+        named = set(db.session.scalars(select(Media.id).where(Media.id.in_(chunk))))
+        db.session.rollback()  # no read transaction stays open while files are removed
+        for media_id in chunk:
+            if media_id in named:
+                continue
+            for path in old[media_id]:
+                try:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+                except OSError:
+                    log.warning("could not remove orphan file %s", path, exc_info=True)
+    if removed:
+        log.info("storage: removed %d files no media row names", removed)
+    return removed
+
+
 def remove_stored(media_id: str) -> bool:
     """Delete whatever is stored under a media id (picture, thumbnail, unfinished writes).
 
@@ -173,7 +238,7 @@ def remove_stored(media_id: str) -> bool:
     root = media_root()
     found = [
         path
-        for folder in ("generated", "thumbnails")
+        for folder in STORAGE_FOLDERS
         for pattern in (f"{media_id}.*", f".{media_id}.*.part")
         for path in (root / folder).glob(pattern)
     ]

@@ -19,7 +19,7 @@ from huey import crontab
 from webapp import jobs, webhooks
 from webapp.database import write_transaction
 from webapp.extensions import db, huey
-from webapp.media import purge_expired, store_image
+from webapp.media import purge_expired, store_image, sweep_orphan_files
 from webapp.models import Job, JobStatus, WorkerBeat, now_utc
 from webapp.providers import get_model, provider_for
 from webapp.providers.base import GenerationTask, LeaseLost, ProviderError
@@ -213,6 +213,13 @@ def queued_job_ids() -> set[str] | None:
 def purge_expired_media() -> None:
     """Every hour: remove the files of media past retention (their URLs then answer 410)."""
     purge_expired()
+
+
+@huey.periodic_task(crontab(minute="37"))
+@in_app_context
+def sweep_storage() -> None:
+    """Every hour: remove files no media row names (left by a process killed mid-way)."""
+    sweep_orphan_files()
 
 
 @huey.periodic_task(crontab(minute="*"))
