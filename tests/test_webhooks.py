@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import ssl
 import stat
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import trustme
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import delete, update
@@ -810,6 +812,90 @@ def test_dead_proxy_in_the_environment_changes_nothing(
     assert delivery(client, job_id)["status"] == "delivered"
 
 
+# -- HTTPS --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def authority() -> trustme.CA:
+    """A private certificate authority, as a company's internal receivers would use."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def ca_bundle(authority: trustme.CA, tmp_path: Path) -> str:
+    path = tmp_path / "private-ca.pem"
+    authority.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+class TLSReceiver(Receiver):
+    """A receiver answering HTTPS with a certificate for `name`; records the SNI it got."""
+
+    def __init__(self, authority: trustme.CA, name: str, *replies: Reply) -> None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        authority.issue_cert(name).configure_cert(context)
+        self.server_names: list[str | None] = []
+        context.sni_callback = lambda _sock, sni, _ctx: self.server_names.append(sni)
+        super().__init__(*replies, tls=context)
+
+
+def test_https_delivery_is_checked_against_the_urls_name(
+    app: Flask, client: FlaskClient, authority: trustme.CA, ca_bundle: str
+) -> None:
+    app.config["WEBHOOK_CA_BUNDLE"] = ca_bundle
+    with TLSReceiver(authority, "localhost") as hook:
+        job_id = finished(client, f"https://localhost:{hook.port}/hook")
+        [request] = hook.wait_for(1)
+        assert hook.server_names == ["localhost"]
+    assert request.peer[0] == "127.0.0.1" and request.header("Host") == f"localhost:{hook.port}"
+    assert verify(request)["job_id"] == job_id
+    assert delivery(client, job_id)["status"] == "delivered"
+
+
+@pytest.mark.parametrize("trusted, name", [(False, "localhost"), (True, "elsewhere.example")])
+def test_https_without_a_trusted_certificate_for_the_name_is_never_delivered(
+    app: Flask,
+    client: FlaskClient,
+    authority: trustme.CA,
+    ca_bundle: str,
+    trusted: bool,
+    name: str,
+) -> None:
+    """An unknown authority, or a certificate for another name: refused at the handshake."""
+    if trusted:
+        app.config["WEBHOOK_CA_BUNDLE"] = ca_bundle
+    with TLSReceiver(authority, name) as hook:
+        job_id = finished(client, f"https://localhost:{hook.port}/hook")
+        time.sleep(0.2)
+        run_tasks()
+        assert hook.requests == [], "nothing may reach a receiver that failed the check"
+        assert hook.server_names, "the handshake was tried"
+    record = delivery(client, job_id)
+    assert record["status"] == "failed" and record["attempt_count"] == 3
+    for attempt in record["attempts"]:
+        assert attempt["status_code"] is None
+        assert attempt["error"] == "connection failed: SSLError", attempt
+
+
+def test_public_authorities_stay_trusted_beside_a_private_one(ca_bundle: str) -> None:
+    from webapp import netguard
+
+    public = netguard.tls_context("").get_ca_certs()
+    both = netguard.tls_context(ca_bundle).get_ca_certs()
+    assert len(public) > 50 and len(both) == len(public) + 1
+
+
+@pytest.mark.parametrize("content", [None, b"not a certificate"])
+def test_an_unreadable_ca_bundle_stops_the_start(
+    app_config: dict[str, Any], tmp_path: Path, content: bytes | None
+) -> None:
+    path = tmp_path / "bundle.pem"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(RuntimeError, match="DARKROOM_WEBHOOK_CA_BUNDLE: cannot read"):
+        create_app({**app_config, "WEBHOOK_CA_BUNDLE": str(path)})
+
+
 # -- end to end ---------------------------------------------------------------------------
 
 
@@ -844,3 +930,27 @@ def test_the_real_worker_delivers_a_signed_webhook(tmp_path: Path, receiver: Rec
         record = stack.wait_until("the delivery to be recorded", delivered, timeout=10)
         assert [a["status_code"] for a in record["attempts"]] == [500, 200]
         assert stat.S_IMODE(os.stat(stack.instance / "webhook_secret").st_mode) == 0o600
+
+
+@pytest.mark.e2e
+def test_the_real_worker_delivers_over_https_with_a_private_authority(
+    tmp_path: Path, authority: trustme.CA, ca_bundle: str
+) -> None:
+    env = {
+        "DARKROOM_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
+        "DARKROOM_WEBHOOK_CA_BUNDLE": ca_bundle,
+    }
+    with TLSReceiver(authority, "localhost") as hook, running_stack(tmp_path, env=env) as stack:
+        url = f"https://localhost:{hook.port}/hook"
+        job_id = stack.submit("a harbour at night", parameters=SMALL, webhook_url=url)["id"]
+        [request] = hook.wait_for(1, timeout=30)
+        assert hook.server_names == ["localhost"]
+        secret = (stack.instance / "webhook_secret").read_text().strip()
+        assert verify(request, secret)["job_id"] == job_id
+
+        def delivered() -> dict[str, Any] | None:
+            [record] = stack.get(f"{API}/jobs/{job_id}/webhooks").json()["deliveries"]
+            return record if record["status"] == "delivered" else None
+
+        record = stack.wait_until("the delivery to be recorded", delivered, timeout=10)
+        assert [a["status_code"] for a in record["attempts"]] == [200]

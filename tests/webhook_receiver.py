@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -166,10 +167,22 @@ class _Handler(BaseHTTPRequestHandler):
 class Receiver:
     """A webhook receiver on 127.0.0.1 (or ::1) at a free port, recording what it gets."""
 
-    def __init__(self, *replies: Reply, host: str = "127.0.0.1", default: Reply | None = None):
+    def __init__(
+        self,
+        *replies: Reply,
+        host: str = "127.0.0.1",
+        default: Reply | None = None,
+        tls: ssl.SSLContext | None = None,
+    ):
+        """`tls`: a server-side context to answer HTTPS with (its certificate and key)."""
         server_cls = _IPv6Server if ":" in host else _Server
         self.host = host
+        self.scheme = "https" if tls else "http"
         self.server = server_cls((host, 0), _Handler)
+        if tls is not None:
+            # Each accepted connection does its handshake before it counts as a request; a
+            # client that refuses the certificate ends it there, and nothing is recorded.
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.server.receiver = self
         self.port = int(self.server.server_address[1])
         self.default = default or Reply()
@@ -202,7 +215,7 @@ class Receiver:
     def url(self, path: str = "/hook") -> str:
         """The URL of a path on this receiver."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}{path}"
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     # -- what arrived ---------------------------------------------------------------------
 

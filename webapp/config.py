@@ -48,6 +48,7 @@ class Defaults:
     WEBHOOK_SECRET = ""  # empty: generated once into the instance folder
     WEBHOOK_ALLOWED_NETWORKS = ""  # CIDRs that webhooks may reach although not public
     WEBHOOK_RETRY_DELAYS = "10,60,300,1800,7200,21600"  # seconds before each retry
+    WEBHOOK_CA_BUNDLE = ""  # a PEM file of private CAs trusted for HTTPS webhooks, too
     WEBHOOK_CONNECT_TIMEOUT = 5.0
     WEBHOOK_TIMEOUT = 15.0
     MAX_CONTENT_LENGTH = 1024 * 1024

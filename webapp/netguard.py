@@ -10,8 +10,10 @@ Environment proxies are never used, redirects never followed, answers read to a 
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable
@@ -55,6 +57,25 @@ class Answer:
     status: int
     body: bytes
     latency_ms: float
+
+
+@functools.lru_cache(maxsize=4)
+def tls_context(extra_cas: str = "") -> ssl.SSLContext:
+    """What HTTPS receivers are checked against: the public authorities (certifi's Mozilla
+    bundle) and, when `extra_cas` names a PEM file, the authorities in it (a private CA).
+
+    Built once per bundle and shared: urllib3 only ever sets the same verification options
+    on it. Raises ValueError when the file cannot be read as certificates.
+    """
+    context = urllib3.util.ssl_.create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+    context.load_verify_locations(cafile=certifi.where())
+    if extra_cas:
+        try:
+            context.load_verify_locations(cafile=extra_cas)
+        except (OSError, ssl.SSLError) as exc:
+            message = f"cannot read certificate authorities from {extra_cas}: {exc}"
+            raise ValueError(message) from exc
+    return context
 
 
 def parse_networks(value: str | Iterable[str] | None) -> list[Network]:
@@ -143,8 +164,13 @@ def post(
     connect_timeout: float = 5.0,
     total_timeout: float = 15.0,
     max_answer: int = 64 * 1024,
+    extra_cas: str = "",
 ) -> Answer:
-    """POST to the checked address; no redirects, no proxies, at most `max_answer` bytes read."""
+    """POST to the checked address; no redirects, no proxies, at most `max_answer` bytes read.
+
+    HTTPS checks the certificate against the name in the URL (also sent as SNI), trusting
+    the public authorities plus those in the `extra_cas` PEM file, if given.
+    """
     default_port = 443 if target.scheme == "https" else 80
     name = f"[{target.host}]" if ":" in target.host else target.host  # an IPv6 literal
     host_header = name if target.port == default_port else f"{name}:{target.port}"
@@ -158,7 +184,7 @@ def post(
             retries=False,
             maxsize=1,
             cert_reqs="CERT_REQUIRED",
-            ca_certs=certifi.where(),
+            ssl_context=tls_context(extra_cas),
             server_hostname=target.host,
             assert_hostname=target.host,
         )

@@ -268,6 +268,7 @@ def _send(event: WebhookEvent) -> tuple[int | None, float | None, str | None, st
             signed_headers(event),
             connect_timeout=float(config["WEBHOOK_CONNECT_TIMEOUT"]),
             total_timeout=float(config["WEBHOOK_TIMEOUT"]),
+            extra_cas=str(config.get("WEBHOOK_CA_BUNDLE") or ""),
         )
     except netguard.UnsafeURL as exc:
         return None, None, f"refused: {exc}", None, True
