@@ -10,7 +10,6 @@ Environment proxies are never used, redirects never followed, answers read to a 
 from __future__ import annotations
 
 import contextlib
-import functools
 import ipaddress
 import socket
 import ssl
@@ -59,22 +58,32 @@ class Answer:
     latency_ms: float
 
 
-@functools.lru_cache(maxsize=4)
+_contexts = threading.local()
+
+
 def tls_context(extra_cas: str = "") -> ssl.SSLContext:
     """What HTTPS receivers are checked against: the public authorities (certifi's Mozilla
     bundle) and, when `extra_cas` names a PEM file, the authorities in it (a private CA).
 
-    Built once per bundle and shared: urllib3 only ever sets the same verification options
-    on it. Raises ValueError when the file cannot be read as certificates.
+    Loading the bundle takes milliseconds, so each thread keeps the context it built: urllib3
+    sets options on a context at every connection (ALPN among them), which must not happen
+    while another thread's handshake reads it. Raises ValueError when the file cannot be
+    read as certificates; a changed file is read again by a restarted process.
     """
-    context = urllib3.util.ssl_.create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
-    context.load_verify_locations(cafile=certifi.where())
-    if extra_cas:
-        try:
-            context.load_verify_locations(cafile=extra_cas)
-        except (OSError, ssl.SSLError) as exc:
-            message = f"cannot read certificate authorities from {extra_cas}: {exc}"
-            raise ValueError(message) from exc
+    cache: dict[str, ssl.SSLContext] | None = getattr(_contexts, "by_bundle", None)
+    if cache is None:
+        cache = _contexts.by_bundle = {}
+    context = cache.get(extra_cas)
+    if context is None:
+        context = urllib3.util.ssl_.create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+        context.load_verify_locations(cafile=certifi.where())
+        if extra_cas:
+            try:
+                context.load_verify_locations(cafile=extra_cas)
+            except (OSError, ssl.SSLError) as exc:
+                message = f"cannot read certificate authorities from {extra_cas}: {exc}"
+                raise ValueError(message) from exc
+        cache[extra_cas] = context
     return context
 
 
