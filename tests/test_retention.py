@@ -98,15 +98,39 @@ def test_files_of_a_cancelled_attempt_whose_worker_died_are_swept_after_the_grac
     assert claim is not None
     image = Image.new("RGB", (128, 128), "teal")
     stored = [store_image(image, "png", 90, jobs.output_media_id(claim, i)) for i in range(2)]
-    jobs.cancel_job(job["id"])
     left = [media_root() / p for s in stored for p in (s.storage_path, s.thumbnail_path)]
     assert all(p.exists() for p in left) and len(left) == 4
-
-    assert sweep_orphan_files() == 0, "an attempt's fresh files may still be recorded"
     later = time.time() + GRACE + 1
-    assert sweep_orphan_files(now=later) == 4
+    # However old, a running attempt's files stay: it may still record them.
+    assert sweep_orphan_files(jobs.live_output_ids, now=later) == 0
+
+    jobs.cancel_job(job["id"])
+    assert sweep_orphan_files(jobs.live_output_ids) == 0, "younger than the grace period"
+    assert sweep_orphan_files(jobs.live_output_ids, now=later) == 4
     assert not any(p.exists() for p in left)
     assert client.get(job["status_url"]).get_json()["status"] == "cancelled"
+
+
+def test_the_sweep_reads_a_large_store_in_batches(app: Flask) -> None:
+    generated = media_root() / "generated"
+    generated.mkdir(parents=True, exist_ok=True)
+    orphans = [generated / f"{uuid.uuid4()}.png" for _ in range(7)]
+    for path in orphans:
+        path.write_bytes(b"x")
+    assert sweep_orphan_files(now=time.time() + GRACE + 1, batch=3) == 7
+    assert not any(p.exists() for p in orphans)
+
+
+def test_a_storage_folder_that_cannot_be_read_is_skipped(app: Flask) -> None:
+    thumbnails = media_root() / "thumbnails"
+    if thumbnails.is_dir():
+        thumbnails.rmdir()
+    thumbnails.write_bytes(b"not a folder")
+    orphan = media_root() / "generated" / f"{uuid.uuid4()}.png"
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"x")
+    assert sweep_orphan_files(now=time.time() + GRACE + 1) == 1
+    assert thumbnails.read_bytes() == b"not a folder"
 
 
 def test_the_sweep_keeps_recorded_fresh_and_foreign_files(app: Flask, client: FlaskClient) -> None:

@@ -325,6 +325,24 @@ def output_media_id(claim: Claim, index: int) -> str:
     return str(uuid.uuid5(OUTPUT_IDS, f"{claim.token}/{index}"))
 
 
+def live_output_ids(per_claim: int = 16) -> set[str]:
+    """Media ids that running attempts may still record (their first `per_claim` outputs).
+
+    The storage sweep keeps their files: an attempt writes its pictures before the row that
+    names them, and may take its time in between while its heartbeat keeps the lease.
+    """
+    tokens = db.session.scalars(
+        select(Job.lease_token).where(
+            Job.status == JobStatus.PROCESSING, Job.lease_token.is_not(None)
+        )
+    ).all()
+    return {
+        output_media_id(Claim(job_id="", token=token, worker_id=""), index)
+        for token in tokens
+        for index in range(per_claim)
+    }
+
+
 def discard_outputs(claim: Claim) -> int:
     """Delete the files an attempt stored but never recorded; returns how many outputs.
 

@@ -8,6 +8,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -177,55 +178,80 @@ def _media_id_of(name: str) -> str | None:
         return None
 
 
-def sweep_orphan_files(now: float | None = None, batch: int = 500) -> int:
+def sweep_orphan_files(
+    live_ids: Callable[[], set[str]] | None = None,
+    now: float | None = None,
+    batch: int = 500,
+) -> int:
     """Remove files that no media row names, once older than `ORPHAN_FILE_GRACE_SECONDS`.
 
     They are what a process killed at the wrong moment leaves: a worker whose job was
     cancelled or deleted while it wrote its pictures, or a delete cut off between its commit
-    and its file removals. A running attempt's files have no row until it completes, so
-    only files older than the grace period go; an attempt cannot record them that late,
-    since its lease (and with it the right to complete) is long gone. Files whose names
-    carry no media id are not Darkroom's and stay. Returns how many files were removed.
+    and its file removals. A running attempt's files have no row until it completes; the
+    ids it may still record come from `live_ids` and are kept, whatever their age. The rows
+    and those ids are read after the files were listed, live ids first, so an attempt that
+    completes in between is seen either way. Files whose names carry no media id are not
+    Darkroom's and stay. Folders are read in batches, so memory stays small on a large
+    store. Returns how many files were removed.
     """
-    grace = float(current_app.config["ORPHAN_FILE_GRACE_SECONDS"])
+    grace = max(0.0, float(current_app.config["ORPHAN_FILE_GRACE_SECONDS"]))
     cutoff = (time.time() if now is None else now) - grace
-    root = media_root()
-    old: dict[str, list[Path]] = {}
-    for folder in STORAGE_FOLDERS:
-        try:
-            entries = os.scandir(root / folder)
-        except FileNotFoundError:
-            continue
-        with entries:
-            for entry in entries:
-                media_id = _media_id_of(entry.name)
-                if media_id is None:
-                    continue
-                try:
-                    if not entry.is_file(follow_symlinks=False):
-                        continue
-                    if entry.stat(follow_symlinks=False).st_mtime > cutoff:
-                        continue
-                except FileNotFoundError:
-                    continue
-                old.setdefault(media_id, []).append(Path(entry.path))
     removed = 0
-    ids = list(old)
-    for start in range(0, len(ids), batch):
-        chunk = ids[start : start + batch]
-        named = set(db.session.scalars(select(Media.id).where(Media.id.in_(chunk))))
-        db.session.rollback()  # no read transaction stays open while files are removed
-        for media_id in chunk:
-            if media_id in named:
-                continue
-            for path in old[media_id]:
-                try:
-                    path.unlink(missing_ok=True)
-                    removed += 1
-                except OSError:
-                    log.warning("could not remove orphan file %s", path, exc_info=True)
+    for folder in STORAGE_FOLDERS:
+        found: dict[str, list[str]] = {}
+        for media_id, path in _old_files(media_root() / folder, cutoff):
+            found.setdefault(media_id, []).append(path)
+            if len(found) >= batch:
+                removed += _remove_unnamed(found, live_ids)
+                found = {}
+        removed += _remove_unnamed(found, live_ids)
     if removed:
         log.info("storage: removed %d files no media row names", removed)
+    return removed
+
+
+def _old_files(folder: Path, cutoff: float) -> Iterator[tuple[str, str]]:
+    """(media id, path) of the regular files in `folder` last written before `cutoff`."""
+    try:
+        entries = os.scandir(folder)
+    except OSError as exc:
+        if not isinstance(exc, FileNotFoundError):
+            log.warning("storage sweep: cannot read %s: %s", folder, exc)
+        return
+    with entries:
+        for entry in entries:
+            media_id = _media_id_of(entry.name)
+            if media_id is None:
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                if entry.stat(follow_symlinks=False).st_mtime > cutoff:
+                    continue
+            except OSError:
+                continue
+            yield media_id, entry.path
+
+
+def _remove_unnamed(found: dict[str, list[str]], live_ids: Callable[[], set[str]] | None) -> int:
+    """Remove the files of `found` whose id is neither a media row nor a live attempt's."""
+    if not found:
+        return 0
+    keep = live_ids() if live_ids else set()
+    keep |= set(db.session.scalars(select(Media.id).where(Media.id.in_(list(found)))))
+    db.session.rollback()  # no read transaction stays open while files are removed
+    removed = 0
+    for media_id, paths in found.items():
+        if media_id in keep:
+            continue
+        for path in paths:
+            try:
+                os.unlink(path)
+                removed += 1
+            except FileNotFoundError:
+                pass
+            except OSError:
+                log.warning("could not remove orphan file %s", path, exc_info=True)
     return removed
 
 

@@ -219,7 +219,7 @@ def purge_expired_media() -> None:
 @in_app_context
 def sweep_storage() -> None:
     """Every hour: remove files no media row names (left by a process killed mid-way)."""
-    sweep_orphan_files()
+    sweep_orphan_files(jobs.live_output_ids)
 
 
 @huey.periodic_task(crontab(minute="*"))
