@@ -64,15 +64,29 @@
     flash("Darkroom cannot be reached. Check that it is running.");
   });
 
-  // The page's poll is answered out of band, into the cards and details it asked about. When
-  // the page changes while a poll is on its way (a search replaced the gallery and the poller,
-  // a card was deleted), the answer is stale: its cards may have no place left, and its poller
-  // state is older than the one the change brought. Such an answer is dropped; the next poll,
-  // a second later, asks about what is on the page now. An extension named on the poller
-  // (hx-ext) sees the answer even when the poller that asked has left the page, where events
-  // no longer bubble up to the document.
-  window.htmx.defineExtension("drop-stale-poll", {
+  // The page's poll, and a Cancel button, are answered out of band: into the cards and
+  // details they name, the queue counter and the poller. When the page changes while such
+  // a request is on its way (a search replaced the gallery and the poller, a card left),
+  // the answer is stale: its cards may have no place left, and its poller state is older
+  // than the one the change brought. Such an answer is dropped; the next poll, at most a
+  // second later, asks about what is on the page now. The extension is named on the
+  // elements that ask (hx-ext), so it sees the answer even when the asker has left the
+  // page, where events no longer bubble up to the document.
+  //
+  // A Cancel button is gone once its answer lands; focus, which would fall back to the
+  // page itself, goes on to what the form names in data-focus-after.
+  window.htmx.defineExtension("drop-stale", {
     onEvent: function (name, event) {
+      if (name === "htmx:afterRequest") {
+        var form = event.detail.elt;
+        var next = form && form.getAttribute("data-focus-after");
+        var lost = !document.activeElement || document.activeElement === document.body;
+        if (next && lost && !document.body.contains(form)) {
+          var target = document.querySelector(next);
+          if (target) target.focus();
+        }
+        return true;
+      }
       if (name !== "htmx:beforeSwap" || !event.detail.shouldSwap) return true;
       var asker = event.detail.elt;
       if (!asker || !document.body.contains(asker)) {
