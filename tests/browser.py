@@ -7,6 +7,7 @@ script) are collected, and the test fails at teardown if any was seen.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -16,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Dialog, Page, sync_playwright
+from playwright.sync_api import (
+    APIResponse,
+    Browser,
+    BrowserContext,
+    Dialog,
+    Page,
+    Route,
+    sync_playwright,
+)
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.procs import API, Stack, running_stack
 
@@ -255,6 +265,60 @@ def wait_idle(stack: Stack, timeout: float = 30) -> None:
         return True
 
     stack.wait_until("an idle queue", idle, timeout=timeout)
+
+
+class Held:
+    """The page's requests to URLs matching `pattern`, held at the network until let through.
+
+    Holding one makes a race certain: the test changes the page while the request is on
+    its way. With `read_early`, the server answers each request at once and only the answer
+    is held: it tells the page what was true before whatever the test does next.
+    """
+
+    def __init__(self, page: Page, pattern: str, read_early: bool = False) -> None:
+        self.page = page
+        self.pattern = re.compile(pattern)
+        self.read_early = read_early
+        self.held: list[tuple[Route, APIResponse | None]] = []
+        page.route(self.pattern, self._hold)
+
+    def _hold(self, route: Route) -> None:
+        self.held.append((route, route.fetch() if self.read_early else None))
+
+    def wait(self, naming: str = "", timeout: float = 5.0) -> str:
+        """Until a request is held (its URL naming `naming`); the early answer's text, if read."""
+        deadline = time.monotonic() + timeout
+        while not self.held and time.monotonic() < deadline:
+            self.page.wait_for_timeout(50)
+        assert self.held, f"the page sent no request to {self.pattern.pattern}"
+        route, answer = self.held[0]
+        assert naming in route.request.url, route.request.url
+        return answer.text() if answer else ""
+
+    @staticmethod
+    def _let_through(route: Route, answer: APIResponse | None) -> None:
+        # The page that asked may be gone (a navigation): nothing is waiting for the answer.
+        with contextlib.suppress(PlaywrightError):
+            if answer is None:
+                route.continue_()
+            else:
+                route.fulfill(response=answer)
+
+    def release_first(self) -> None:
+        """Let the first held request through and its answer land; later ones stay held.
+
+        Holding them keeps the page as that answer left it, so a test can read it once,
+        without retrying: a poll let through would undo a stale swap a second later.
+        """
+        with self.page.expect_request_finished(lambda r: bool(self.pattern.search(r.url))):
+            self._let_through(*self.held[0])
+        self.page.wait_for_timeout(300)
+
+    def stop(self, released: int = 1) -> None:
+        """Let through what is still held (after the first `released`) and hold no more."""
+        for route, answer in self.held[released:]:
+            self._let_through(route, answer)
+        self.page.unroute(self.pattern)
 
 
 def page_clock(page: Page) -> float:

@@ -22,13 +22,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from PIL import Image
-from playwright.sync_api import APIResponse, Page, Route, expect
+from playwright.sync_api import Page, expect
 
 from tests import make_screenshots
 from tests.browser import (
     DESKTOP,
     PHONE,
     SMALL,
+    Held,
     Pages,
     browser_fixture,  # noqa: F401 - a fixture, used by name
     check_images,
@@ -675,21 +676,14 @@ def test_back_while_a_search_is_on_its_way_shows_the_page_it_went_back_to(
     page.locator("#search").fill("harbor")
     expect(page).to_have_url(re.compile(r"/\?q=harbor$"))
     expect(page.locator(CARDS)).to_have_count(2)
-    held: list[Route] = []
-    page.route(re.compile(r"/gallery\?"), lambda route: held.append(route))
+    held = Held(page, r"/gallery\?")
     page.locator("#search").fill("harbor crane rain")
-    deadline = time.monotonic() + 5
-    while not held and time.monotonic() < deadline:
-        page.wait_for_timeout(50)
-    assert held, "the search was never sent"
+    held.wait("q=harbor")
 
     page.go_back()
     expect(page).to_have_url(re.compile(r"/$"))
     expect(page.locator("#search")).to_have_value("")
-    for route in held:
-        with contextlib.suppress(Exception):  # the page that asked is gone
-            route.continue_()
-    page.unroute(re.compile(r"/gallery\?"))
+    held.stop(released=0)
     page.wait_for_timeout(500)
     assert urlsplit(page.url).query == "", page.url
     assert page.locator("#search").input_value() == ""
@@ -704,20 +698,15 @@ def test_a_search_typed_while_a_job_is_created_shows_its_card_once(
     page.goto("/")
     prompt = "a copper weathervane turning"
     fill_form(page, prompt, **SMALL)
-    answers: list[tuple[Route, APIResponse]] = []
     # The server stores the job at once; the page gets the answer only when the test says.
-    page.route(re.compile(r"/jobs$"), lambda route: answers.append((route, route.fetch())))
+    held = Held(page, r"/jobs$", read_early=True)
     page.get_by_role("button", name="Generate").click()
-    deadline = time.monotonic() + 5
-    while not answers and time.monotonic() < deadline:
-        page.wait_for_timeout(50)
-    assert answers, "the form was never sent"
+    held.wait()
     page.locator("#search").fill("copper weathervane")
     page.wait_for_timeout(600)  # past the search's debounce: it would be on its way now
 
-    route, answer = answers[0]
-    route.fulfill(response=answer)
-    page.unroute(re.compile(r"/jobs$"))
+    held.release_first()
+    held.stop()
     expect(page).to_have_url(re.compile(r"/\?q=copper\+weathervane$"))
     page.wait_for_timeout(300)
     cards = page.locator(CARDS)
@@ -734,17 +723,13 @@ def test_a_job_created_while_searches_are_on_their_way_is_not_dropped(
     page.goto("/")
     prompt = "a brass compass in the snow"
     fill_form(page, prompt, **SMALL)
-    held: list[Route] = []
-    page.route(re.compile(r"/gallery\?"), lambda route: held.append(route))
+    held = Held(page, r"/gallery\?")
     page.locator("#search").fill("brass")
-    deadline = time.monotonic() + 5
-    while not held and time.monotonic() < deadline:
-        page.wait_for_timeout(50)
-    assert held, "the search was never sent"
+    held.wait("q=brass")
     page.get_by_role("button", name="Generate").click()
     page.locator("#search").fill("brass compass")
     page.wait_for_timeout(600)  # past the debounce: the second search is due too
-    page.unroute(re.compile(r"/gallery\?"))  # lets the held search through
+    held.stop(released=0)
 
     expect(page).to_have_url(re.compile(r"/\?q=brass\+compass$"))
     new = page.locator(CARDS).filter(has_text=prompt)
@@ -784,57 +769,6 @@ def test_a_running_card_found_again_by_search_keeps_updating(page: Page, stack: 
     assert_polling_stopped(page, seconds=1.2)
 
 
-class HeldPoll:
-    """The page's polls, held at the network until the test lets them through.
-
-    With `read_early`, each poll is answered by the server at once and only the answer is
-    held: it tells the page what was true before whatever the test does next.
-    """
-
-    PATTERN = re.compile(r"/poll\?")
-
-    def __init__(self, page: Page, read_early: bool = False) -> None:
-        self.page = page
-        self.read_early = read_early
-        self.held: list[tuple[Route, APIResponse | None]] = []
-        page.route(self.PATTERN, self._hold)
-
-    def _hold(self, route: Route) -> None:
-        self.held.append((route, route.fetch() if self.read_early else None))
-
-    def wait(self, job_id: str) -> str:
-        """Until a poll asking about `job_id` is held; the early answer's text, if read."""
-        deadline = time.monotonic() + 5
-        while not self.held and time.monotonic() < deadline:
-            self.page.wait_for_timeout(50)
-        assert self.held, "the page never polled"
-        route, answer = self.held[0]
-        assert f"id={job_id}" in route.request.url, route.request.url
-        return answer.text() if answer else ""
-
-    def _let_through(self, route: Route, answer: APIResponse | None) -> None:
-        if answer is None:
-            route.continue_()
-        else:
-            route.fulfill(response=answer)
-
-    def release_first(self) -> None:
-        """Let the first held poll through and its answer land; later polls stay held.
-
-        Holding them keeps the page as that answer left it, so a test can read it once,
-        without retrying: a poll let through would undo a stale swap a second later.
-        """
-        with self.page.expect_request_finished(lambda r: "/poll?" in r.url):
-            self._let_through(*self.held[0])
-        self.page.wait_for_timeout(300)
-
-    def stop(self) -> None:
-        """Let the rest through and hold no more."""
-        for route, answer in self.held[1:]:
-            self._let_through(route, answer)
-        self.page.unroute(self.PATTERN)
-
-
 def test_a_poll_answered_after_a_search_changed_the_gallery_is_dropped(
     page: Page, stack: Stack
 ) -> None:
@@ -846,9 +780,9 @@ def test_a_poll_answered_after_a_search_changed_the_gallery_is_dropped(
     wait_idle(stack)
     parameters = {**SMALL, "num_inference_steps": 50}
     job_id = stack.submit("a kite held by the wind", parameters=parameters)["id"]
-    held = HeldPoll(page)
+    held = Held(page, r"/poll\?")
     page.goto("/")
-    held.wait(job_id)
+    held.wait(f"id={job_id}")
 
     page.locator("#search").fill("words that match nothing")
     expect(page.locator("#gallery-empty")).to_contain_text("No jobs match")
@@ -868,9 +802,9 @@ def test_a_poll_answered_after_its_card_left_the_page_is_dropped(page: Page, sta
     wait_idle(stack)
     parameters = {**SMALL, "num_inference_steps": 50}
     job_id = stack.submit("a lantern on the water", parameters=parameters)["id"]
-    held = HeldPoll(page)
+    held = Held(page, r"/poll\?")
     page.goto("/")
-    held.wait(job_id)
+    held.wait(f"id={job_id}")
 
     page.locator(f"#card-{job_id}").evaluate("card => card.remove()")
     held.release_first()
@@ -889,9 +823,9 @@ def test_a_poll_read_before_a_cancel_does_not_show_the_job_running_again(
     wait_idle(stack)
     parameters = {**SMALL, "num_inference_steps": 50}
     job_id = stack.submit("a paper boat to cancel", parameters=parameters)["id"]
-    held = HeldPoll(page, read_early=True)
+    held = Held(page, r"/poll\?", read_early=True)
     page.goto("/")
-    early = held.wait(job_id)
+    early = held.wait(f"id={job_id}")
     assert "badge-processing" in early or "badge-pending" in early, early
     card = page.locator(f"#card-{job_id}")
     card.get_by_role("button", name="Cancel").click()
