@@ -65,11 +65,28 @@ def app_config(tmp_path: Path) -> dict[str, Any]:
     return {**TEST_CONFIG, "INSTANCE_PATH": str(tmp_path / "instance")}
 
 
+class FreshSessionClient(FlaskClient):
+    """A test client whose every request reads the database afresh, as in production.
+
+    A test keeps one app context open, and Flask runs the client's requests inside it, so
+    they share the test's session. Served requests each get a new session; here the shared
+    one forgets what it loaded before each request, so an object a test (or a task it ran
+    in-process) left in it cannot stand in for the row.
+    """
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        from webapp.extensions import db
+
+        db.session.expire_all()
+        return super().open(*args, **kwargs)
+
+
 @pytest.fixture
 def app(app_config: dict[str, Any]) -> Iterator[Flask]:
     """An app with its own database and media folder, and an empty queue."""
     huey.flush()
     app = create_app(app_config)
+    app.test_client_class = FreshSessionClient
     with app.app_context():
         yield app
         from webapp.extensions import db

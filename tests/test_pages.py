@@ -13,7 +13,7 @@ from tests.conftest import run_queue, submit
 from webapp.extensions import db
 from webapp.gallery import Cursor, gallery_page, queue_counts
 from webapp.media import media_root
-from webapp.models import Job, now_utc
+from webapp.models import Job, WebhookEvent, now_utc
 
 HX = {"HX-Request": "true"}
 
@@ -239,7 +239,11 @@ class TestJobPageExtras:
         job = submit(client, "hooked", webhook_url="http://127.0.0.1:9/hook")
         run_queue()
         event_id = webhooks.event_id_for(job["id"])
+        # Held across the attempt: the session must not keep describing it as "delivering"
+        # (CI once saw that when the object outlived the attempt in a reference cycle).
+        held = db.session.get(WebhookEvent, event_id)
         webhooks.deliver(event_id)
+        assert held.status == "retrying" and held.attempt_count == 1
         html = client.get(f"/jobs/{job['id']}").get_data(as_text=True)
         assert "http://127.0.0.1:9/hook" in html and event_id in html
         assert "badge-webhook-retrying" in html and "1 attempt" in html

@@ -326,9 +326,13 @@ def deliver(event_id: str) -> str | None:
             .values(lease_token=None, lease_expires_at=None, **values)
             .execution_options(synchronize_session=False)
         )
+    attempt = event.attempt_count
+    # The UPDATE went past the session: the object it loaded still says "delivering", and
+    # a later read in the same session (a task run inside a request, a test) must not see it.
+    db.session.expire(event)
     if values["status"] == "retrying":
         enqueue_delivery(event_id, delay=(values["next_attempt_at"] - now).total_seconds())
-    log.info("webhook %s attempt %d: %s", event_id, event.attempt_count, values["status"])
+    log.info("webhook %s attempt %d: %s", event_id, attempt, values["status"])
     return str(values["status"])
 
 
