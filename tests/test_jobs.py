@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 from PIL import Image
 
-from tests.conftest import queued_job_ids, run_queue, submit
+from tests.conftest import TEST_CONFIG, queued_job_ids, run_queue, submit
 from webapp import jobs
 from webapp.extensions import db, huey
 from webapp.media import media_root, store_image
@@ -341,6 +341,27 @@ class TestProgressAndEstimate:
         db.session.commit()
         waiting = new_job()
         assert 30 <= jobs.estimate_seconds(waiting) <= 31
+
+    def test_duration_cache_belongs_to_its_app(self, app: Flask, tmp_path) -> None:
+        # Another app in the same process (another database) caches its own mean for the
+        # model; this app's estimate must still come from this app's history.
+        from webapp import create_app
+
+        other = create_app(
+            {**TEST_CONFIG, "INSTANCE_PATH": str(tmp_path / "other"), "ESTIMATE_CACHE_SECONDS": 600}
+        )
+        with other.app_context():
+            cached_elsewhere = jobs.average_duration("demo")
+            db.session.remove()
+            db.engine.dispose()
+        new_job(), new_job()
+        for job in db.session.query(Job).all():
+            job.status = "completed"
+            job.started_at = now_utc() - timedelta(seconds=45)
+            job.completed_at = now_utc()
+        db.session.commit()
+        assert cached_elsewhere < 45
+        assert 45 <= jobs.average_duration("demo") < 46
 
     def test_finished_signal_fires_once_per_terminal_state(self, app: Flask) -> None:
         events: list[str] = []

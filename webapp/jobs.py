@@ -202,9 +202,6 @@ def enqueue(job_id: str, delay: float = 0) -> None:
     send(run_job, job_id, delay)
 
 
-_durations: dict[str, tuple[float, float]] = {}
-
-
 def estimate_seconds(job: Job) -> int:
     """Seconds until a job just submitted is likely done: the jobs waiting or running
     besides it (from the per-status counts, so a long backlog costs nothing to count),
@@ -218,11 +215,14 @@ def estimate_seconds(job: Job) -> int:
 def average_duration(model_id: str, sample: int = 20) -> float:
     """Mean run time of the model's recent completed jobs, or its typical time.
 
-    Kept for `ESTIMATE_CACHE_SECONDS` per process: it moves slowly, and every submission
-    asks for it.
+    Kept for `ESTIMATE_CACHE_SECONDS` per process and app (each app has its own database):
+    it moves slowly, and every submission asks for it.
     """
     ttl = float(current_app.config["ESTIMATE_CACHE_SECONDS"])
-    cached = _durations.get(model_id)
+    durations_cache: dict[str, tuple[float, float]] = current_app.extensions.setdefault(
+        "darkroom.durations", {}
+    )
+    cached = durations_cache.get(model_id)
     if cached is not None and cached[0] > time.monotonic():
         return cached[1]
     rows = db.session.execute(
@@ -238,7 +238,7 @@ def average_duration(model_id: str, sample: int = 20) -> float:
         spec = available_models().get(model_id)
         value = spec.typical_seconds if spec else 10.0
     if ttl > 0:
-        _durations[model_id] = (time.monotonic() + ttl, value)
+        durations_cache[model_id] = (time.monotonic() + ttl, value)
     return value
 
 
