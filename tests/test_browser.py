@@ -667,6 +667,33 @@ def test_search_is_debounced_bookmarkable_and_back_works(
     expect(page).to_have_url(re.compile(r"/\?q=zebra\+dawn$"))
 
 
+def test_back_pressed_before_htmx_has_loaded_shows_the_page_it_went_back_to(
+    page: Page, stack: Stack
+) -> None:
+    """A quick second Back lands while the page is still loading its scripts: htmx has not
+    started listening for history changes yet, so the page must reload itself."""
+    seed_jobs(stack, ["amber kite over dunes", "amber kite at noon", "cobalt reef"])
+    page.goto("/")
+    page.locator("#search").fill("amber")
+    expect(page).to_have_url(re.compile(r"/\?q=amber$"))
+    expect(page.locator(CARDS)).to_have_count(2)
+    # The page is loaded anew (as after a first Back) with htmx held at the network: the
+    # two history entries now share that new page, which has not heard of htmx yet.
+    held = Held(page, r"/htmx\.min\.js")
+    page.reload(wait_until="commit")
+    expect(page.locator(CARDS)).to_have_count(2)
+    held.wait("htmx")
+    page.go_back(wait_until="commit")
+    expect(page).to_have_url(re.compile(r"/$"))
+    expect(page.locator("#search")).to_have_value("")
+    expect(page.locator(CARDS).filter(has_text="cobalt reef")).to_have_count(1)
+    held.stop(released=0)
+    # Once htmx is there, the page works as usual.
+    page.locator("#search").fill("cobalt")
+    expect(page).to_have_url(re.compile(r"/\?q=cobalt$"))
+    expect(page.locator(CARDS)).to_have_count(1)
+
+
 def test_back_while_a_search_is_on_its_way_shows_the_page_it_went_back_to(
     page: Page, stack: Stack
 ) -> None:
