@@ -689,6 +689,10 @@ def test_back_pressed_before_htmx_has_loaded_shows_the_page_it_went_back_to(
     expect(page.locator(CARDS).filter(has_text="cobalt reef")).to_have_count(1)
     held.stop(released=0)
     # Once htmx is there, the page works as usual.
+    deadline = time.monotonic() + 5  # (wait_for_function would need eval, which CSP forbids)
+    while page.evaluate("typeof window.onpopstate") != "function":
+        assert time.monotonic() < deadline, "htmx never started"
+        page.wait_for_timeout(50)
     page.locator("#search").fill("cobalt")
     expect(page).to_have_url(re.compile(r"/\?q=cobalt$"))
     expect(page.locator(CARDS)).to_have_count(1)
