@@ -228,7 +228,7 @@ def test_watch_reports_csp_violations(pages: Pages) -> None:
     watch.expect_console(r"violates the following Content Security Policy directive")
     page.goto("/")
     page.evaluate("document.body.setAttribute('style', 'color: red')")  # inline style: refused
-    page.wait_for_function("window.__csp.length > 0")
+    page.wait_for_function("() => window.__csp.length > 0")  # a function: an expression needs eval
     page.wait_for_timeout(100)
     assert [v["directive"] for v in watch.csp] == ["style-src-attr"]
     assert watch.expected_seen, "the console did not report the refusal"
