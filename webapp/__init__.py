@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from webapp.config import PROJECT_ROOT, Defaults, from_environment, instance_path
+from webapp.config import PROJECT_ROOT, Defaults, check_settings, from_environment, instance_path
 
 __version__ = "0.1.0"
 
@@ -58,7 +58,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 
 def finish_config(app: Flask) -> None:
-    """Derive paths and engine options from the settled configuration."""
+    """Check the settled configuration, then derive paths and engine options from it."""
+    check_settings(app.config)
     folder = Path(app.instance_path)
     folder.mkdir(parents=True, exist_ok=True)
     media_root = Path(app.config.get("MEDIA_ROOT") or folder / "media")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -80,3 +81,89 @@ def from_environment() -> dict[str, Any]:
             config[key] = env[key]
     config["PORT"] = int(env.get("PORT") or 8000)
     return config
+
+
+POSITIVE = frozenset(
+    {
+        "LEASE_SECONDS", "WORKER_CONCURRENCY", "DOORBELL_WAIT_SECONDS", "REPLICATE_POLL_SECONDS",
+        "REPLICATE_CONNECT_TIMEOUT", "REPLICATE_READ_TIMEOUT", "REPLICATE_DEADLINE_SECONDS",
+        "REPLICATE_MAX_DOWNLOAD_BYTES", "REPLICATE_MAX_PIXELS", "WEBHOOK_CONNECT_TIMEOUT",
+        "WEBHOOK_TIMEOUT", "MAX_CONTENT_LENGTH",
+    }
+)  # fmt: skip
+"""Numeric settings that must be above zero; the other numeric ones may also be zero."""
+
+
+def check_settings(config: dict[str, Any]) -> None:
+    """Settle every numeric and yes/no setting to its kind, or stop the start naming each bad one.
+
+    The environment's values arrive parsed as JSON when they can be (`3600`, `false`); a
+    value that is not (`an hour`, `no`) would otherwise stay a string and fail much later,
+    inside whichever task first reads it.
+    """
+    problems: list[str] = []
+    for key, default in vars(Defaults).items():
+        if not key.isupper() or key not in config:
+            continue
+        value = config[key]
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                problems.append(f"DARKROOM_{key}: expected true or false, got {value!r}")
+            continue
+        if not isinstance(default, int | float):
+            continue
+        number = _number(value)
+        whole = isinstance(default, int)
+        least = "above 0" if key in POSITIVE else "0 or more"
+        kind = "a whole number" if whole else "a number"
+        if (
+            number is None
+            or (whole and not number.is_integer())
+            or number < 0
+            or (number == 0 and key in POSITIVE)
+        ):
+            problems.append(f"DARKROOM_{key}: expected {kind} {least}, got {value!r}")
+            continue
+        config[key] = int(number) if whole else number
+    for key in ("RATE_LIMIT_CREATE", "RATE_LIMIT_STATUS", "RATE_LIMIT_POLL"):
+        if key in config and not _rate_limit(config[key]):
+            problems.append(
+                f"DARKROOM_{key}: expected a limit such as 10/minute, got {config[key]!r}"
+            )
+    delays = config.get("WEBHOOK_RETRY_DELAYS")
+    if delays is not None and not _delays(delays):
+        problems.append(
+            "DARKROOM_WEBHOOK_RETRY_DELAYS: expected seconds before each retry, such as "
+            f"10,60,300, got {delays!r}"
+        )
+    if problems:
+        raise RuntimeError("invalid settings: " + "; ".join(problems))
+
+
+def _rate_limit(value: Any) -> bool:
+    from limits import parse  # as webapp.ratelimit reads it
+
+    try:
+        return bool(parse(str(value)))
+    except ValueError:
+        return False
+
+
+def _delays(value: Any) -> bool:
+    """A number, or numbers given as a list or comma-separated, each 0 or more (or none)."""
+    parts = value.split(",") if isinstance(value, str) else value
+    if not isinstance(parts, list | tuple):
+        parts = [parts]
+    numbers = [_number(p) for p in parts if not isinstance(p, str) or p.strip()]
+    return all(n is not None and n >= 0 for n in numbers)  # none at all: no retries
+
+
+def _number(value: Any) -> float | None:
+    """A finite number from a number or its text; None for anything else (booleans too)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
