@@ -54,7 +54,7 @@ def test_numbers_given_as_text_are_settled_to_numbers(app_config: dict[str, Any]
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        ("ORPHAN_FILE_GRACE_SECONDS", "an hour", "expected a whole number 0 or more, got 'an hour'"),
+        ("ORPHAN_FILE_GRACE_SECONDS", "1h", "expected a whole number 0 or more, got '1h'"),
         ("RETENTION_DAYS", -1, "expected a whole number 0 or more, got -1"),
         ("WORKER_CONCURRENCY", 0, "expected a whole number above 0, got 0"),
         ("WORKER_CONCURRENCY", 1.5, "expected a whole number above 0, got 1.5"),
