@@ -321,6 +321,18 @@ class Held:
         self.page.unroute(self.pattern)
 
 
+def wait_htmx_ready(page: Page, timeout: float = 5.0) -> None:
+    """Until htmx has started on the page (it listens for history moves once ready).
+
+    Polled from here: `wait_for_function` with an expression would `eval` it in the page,
+    which the page's CSP refuses.
+    """
+    deadline = time.monotonic() + timeout
+    while page.evaluate("typeof window.onpopstate") != "function":
+        assert time.monotonic() < deadline, "htmx never started"
+        page.wait_for_timeout(50)
+
+
 def page_clock(page: Page) -> float:
     """The page's own clock (ms since its document started): `performance.now()`."""
     return float(page.evaluate("performance.now()"))

@@ -40,6 +40,7 @@ from tests.browser import (
     polls,
     seed_jobs,
     stack_fixture,  # noqa: F401 - a fixture, used by name
+    wait_htmx_ready,
     wait_idle,
     wait_images_loaded,
 )
@@ -667,16 +668,23 @@ def test_search_is_debounced_bookmarkable_and_back_works(
     expect(page).to_have_url(re.compile(r"/\?q=zebra\+dawn$"))
 
 
+def searched_for_two(page: Page, stack: Stack, word: str, prompts: list[str]) -> None:
+    """Seed `prompts`, open the gallery and search for `word`, which two of them carry."""
+    seed_jobs(stack, prompts)
+    page.goto("/")
+    page.locator("#search").fill(word)
+    expect(page).to_have_url(re.compile(rf"/\?q={word}$"))
+    expect(page.locator(CARDS)).to_have_count(2)
+
+
 def test_back_pressed_before_htmx_has_loaded_shows_the_page_it_went_back_to(
     page: Page, stack: Stack
 ) -> None:
     """A quick second Back lands while the page is still loading its scripts: htmx has not
     started listening for history changes yet, so the page must reload itself."""
-    seed_jobs(stack, ["amber kite over dunes", "amber kite at noon", "cobalt reef"])
-    page.goto("/")
-    page.locator("#search").fill("amber")
-    expect(page).to_have_url(re.compile(r"/\?q=amber$"))
-    expect(page.locator(CARDS)).to_have_count(2)
+    searched_for_two(
+        page, stack, "amber", ["amber kite over dunes", "amber kite at noon", "cobalt reef"]
+    )
     # The page is loaded anew (as after a first Back) with htmx held at the network: the
     # two history entries now share that new page, which has not heard of htmx yet.
     held = Held(page, r"/htmx\.min\.js")
@@ -689,10 +697,7 @@ def test_back_pressed_before_htmx_has_loaded_shows_the_page_it_went_back_to(
     expect(page.locator(CARDS).filter(has_text="cobalt reef")).to_have_count(1)
     held.stop(released=0)
     # Once htmx is there, the page works as usual.
-    deadline = time.monotonic() + 5  # (wait_for_function would need eval, which CSP forbids)
-    while page.evaluate("typeof window.onpopstate") != "function":
-        assert time.monotonic() < deadline, "htmx never started"
-        page.wait_for_timeout(50)
+    wait_htmx_ready(page)
     page.locator("#search").fill("cobalt")
     expect(page).to_have_url(re.compile(r"/\?q=cobalt$"))
     expect(page.locator(CARDS)).to_have_count(1)
@@ -702,11 +707,9 @@ def test_back_while_a_search_is_on_its_way_shows_the_page_it_went_back_to(
     page: Page, stack: Stack
 ) -> None:
     """Back loads the page anew, so a search answered afterwards cannot swap into it."""
-    seed_jobs(stack, ["harbor crane at dusk", "harbor crane in rain", "violet orchard"])
-    page.goto("/")
-    page.locator("#search").fill("harbor")
-    expect(page).to_have_url(re.compile(r"/\?q=harbor$"))
-    expect(page.locator(CARDS)).to_have_count(2)
+    searched_for_two(
+        page, stack, "harbor", ["harbor crane at dusk", "harbor crane in rain", "violet orchard"]
+    )
     held = Held(page, r"/gallery\?")
     page.locator("#search").fill("harbor crane rain")
     held.wait("q=harbor")
