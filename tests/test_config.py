@@ -76,11 +76,17 @@ def test_a_bad_setting_stops_the_start_naming_it(
     assert f"DARKROOM_{key}: {expected}" in str(failure.value)
 
 
-def test_every_bad_setting_is_named_at_once(app_config: dict[str, Any]) -> None:
+def test_every_bad_setting_is_named_at_once(app_config: dict[str, Any], tmp_path: Path) -> None:
     with pytest.raises(RuntimeError) as failure:
-        build(app_config, LEASE_SECONDS="soon", AUTO_MIGRATE="yes", RATE_LIMIT_POLL="lots")
+        build(
+            app_config,
+            LEASE_SECONDS="soon",
+            AUTO_MIGRATE="yes",
+            RATE_LIMIT_POLL="lots",
+            WEBHOOK_CA_BUNDLE=str(tmp_path / "missing.pem"),
+        )
     message = str(failure.value)
-    for key in ("LEASE_SECONDS", "AUTO_MIGRATE", "RATE_LIMIT_POLL"):
+    for key in ("LEASE_SECONDS", "AUTO_MIGRATE", "RATE_LIMIT_POLL", "WEBHOOK_CA_BUNDLE"):
         assert f"DARKROOM_{key}:" in message
 
 
@@ -109,3 +115,19 @@ def test_the_processes_refuse_to_start_on_a_bad_setting(entry: str, tmp_path: Pa
     assert "DARKROOM_ORPHAN_FILE_GRACE_SECONDS: expected a whole number" in done.stderr
     # Nothing was written before the check: no database appeared.
     assert not (tmp_path / "instance" / "darkroom.db").exists()
+
+
+def test_every_setting_is_documented() -> None:
+    """The README's table (and docs/replicate.md for Replicate's) names every setting."""
+    internal = ("API_", "OPENAPI_", "SQLALCHEMY_")
+    documented = (PROJECT_ROOT / "README.md").read_text() + (
+        PROJECT_ROOT / "docs" / "replicate.md"
+    ).read_text()
+    missing = [
+        key
+        for key in vars(Defaults)
+        if key.isupper() and not key.startswith(internal) and key != "SECRET_KEY"
+        if f"`DARKROOM_{key}`" not in documented
+    ]
+    assert missing == []
+    assert "`SECRET_KEY`" in documented

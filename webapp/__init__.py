@@ -74,14 +74,6 @@ def finish_config(app: Flask) -> None:
             **sqlite_engine_options(),
             **app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}),
         }
-    if app.config.get("WEBHOOK_CA_BUNDLE"):
-        from webapp.netguard import tls_context
-
-        # A bundle that cannot be read stops the start, not every delivery later on.
-        try:
-            tls_context(str(app.config["WEBHOOK_CA_BUNDLE"]))
-        except ValueError as exc:
-            raise RuntimeError(f"DARKROOM_WEBHOOK_CA_BUNDLE: {exc}") from exc
     logger = logging.getLogger("webapp")
     if not logger.handlers:
         # gunicorn and huey configure only their own loggers; ours print beside theirs.

@@ -95,7 +95,8 @@ POSITIVE = frozenset(
 
 
 def check_settings(config: dict[str, Any]) -> None:
-    """Settle every numeric and yes/no setting to its kind, or stop the start naming each bad one.
+    """Settle every numeric and yes/no setting to its kind and check the rate limits, retry
+    delays and CA bundle, or stop the start naming each bad setting.
 
     The environment's values arrive parsed as JSON when they can be (`3600`, `false`); a
     value that is not (`an hour`, `no`) would otherwise stay a string and fail much later,
@@ -136,6 +137,14 @@ def check_settings(config: dict[str, Any]) -> None:
             "DARKROOM_WEBHOOK_RETRY_DELAYS: expected seconds before each retry, such as "
             f"10,60,300, got {delays!r}"
         )
+    if config.get("WEBHOOK_CA_BUNDLE"):
+        from webapp.netguard import tls_context
+
+        # A bundle that cannot be read stops the start, not every delivery later on.
+        try:
+            tls_context(str(config["WEBHOOK_CA_BUNDLE"]))
+        except ValueError as exc:
+            problems.append(f"DARKROOM_WEBHOOK_CA_BUNDLE: {exc}")
     if problems:
         raise RuntimeError("invalid settings: " + "; ".join(problems))
 

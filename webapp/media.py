@@ -194,7 +194,7 @@ def sweep_orphan_files(
     Darkroom's and stay. Folders are read in batches, so memory stays small on a large
     store. Returns how many files were removed.
     """
-    grace = max(0.0, float(current_app.config["ORPHAN_FILE_GRACE_SECONDS"]))
+    grace = float(current_app.config["ORPHAN_FILE_GRACE_SECONDS"])  # 0 or more: check_settings
     cutoff = (time.time() if now is None else now) - grace
     removed = 0
     for folder in STORAGE_FOLDERS:
