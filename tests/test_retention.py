@@ -97,7 +97,7 @@ def test_files_of_a_cancelled_attempt_whose_worker_died_are_swept_after_the_grac
     claim = jobs.claim_job(job["id"])
     assert claim is not None
     image = Image.new("RGB", (128, 128), "teal")
-    stored = [store_image(image, "png", 90, jobs.output_media_id(claim, i)) for i in range(2)]
+    stored = [store_image(image, "png", 90, jobs.output_media_id(claim.token, i)) for i in range(2)]
     left = [media_root() / p for s in stored for p in (s.storage_path, s.thumbnail_path)]
     assert all(p.exists() for p in left) and len(left) == 4
     later = time.time() + GRACE + 1

@@ -316,13 +316,14 @@ def _fenced(claim: Claim) -> Any:
     )
 
 
-def output_media_id(claim: Claim, index: int) -> str:
-    """The media id of a claim's index-th output, known before its files are written.
+def output_media_id(lease_token: str, index: int) -> str:
+    """The media id of an attempt's index-th output (the attempt named by its lease token),
+    known before its files are written.
 
     A worker killed between storing its files and recording them leaves files no row names;
     whoever later declares the claim dead finds them by these ids (`discard_outputs`).
     """
-    return str(uuid.uuid5(OUTPUT_IDS, f"{claim.token}/{index}"))
+    return str(uuid.uuid5(OUTPUT_IDS, f"{lease_token}/{index}"))
 
 
 def live_output_ids(per_claim: int = 16) -> set[str]:
@@ -336,11 +337,7 @@ def live_output_ids(per_claim: int = 16) -> set[str]:
             Job.status == JobStatus.PROCESSING, Job.lease_token.is_not(None)
         )
     ).all()
-    return {
-        output_media_id(Claim(job_id="", token=token, worker_id=""), index)
-        for token in tokens
-        for index in range(per_claim)
-    }
+    return {output_media_id(token, index) for token in tokens for index in range(per_claim)}
 
 
 def discard_outputs(claim: Claim) -> int:
@@ -350,7 +347,7 @@ def discard_outputs(claim: Claim) -> int:
     Only for a claim that can no longer complete (a fenced write refused it or ended it).
     """
     index = 0
-    while remove_stored(output_media_id(claim, index)):
+    while remove_stored(output_media_id(claim.token, index)):
         index += 1
     return index
 

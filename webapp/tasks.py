@@ -150,7 +150,7 @@ def run_job(job_id: str) -> None:
         fmt = str(params.get("output_format") or "png")
         quality = int(params.get("output_quality") or 90)
         outputs = [
-            store_image(image, fmt, quality, jobs.output_media_id(claim, index))
+            store_image(image, fmt, quality, jobs.output_media_id(claim.token, index))
             for index, image in enumerate(images)
         ]
         if not jobs.complete_job(claim, outputs):
