@@ -1,9 +1,14 @@
-"""Database models: jobs, their media, and the workers seen recently."""
+"""Database models: jobs, their media, webhook events, and the workers seen recently.
+
+The two state machines live here as enums (`JobStatus`, `DeliveryStatus`); their rows store
+the same lowercase values they always did.
+"""
 
 from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +22,11 @@ from webapp.extensions import db
 def now_utc() -> datetime:
     """Return the current time as an aware UTC datetime."""
     return datetime.now(UTC)
+
+
+def utc_text(value: datetime | None) -> str | None:
+    """A timestamp as the API writes it: ISO 8601 in UTC, to the second, with a `Z`."""
+    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def new_id() -> str:
@@ -41,6 +51,25 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value is not None else None
 
 
+class StatusType(TypeDecorator[Any]):
+    """A `StrEnum` stored as its lowercase value in a short string column."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def __init__(self, enum_class: type[enum.StrEnum]) -> None:
+        super().__init__()
+        self.enum_class = enum_class
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        """Store the value (a member or its text, checked)."""
+        return None if value is None else self.enum_class(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        """Read the member back."""
+        return None if value is None else self.enum_class(value)
+
+
 class JobStatus(enum.StrEnum):
     """The job state machine's states."""
 
@@ -59,6 +88,32 @@ class JobStatus(enum.StrEnum):
 
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 ACTIVE_STATUSES = (JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.RETRYING)
+# Waiting for a worker to claim them (a first attempt, or the next one after a failure).
+CLAIMABLE_STATUSES = (JobStatus.PENDING, JobStatus.RETRYING)
+
+
+def any_running(jobs: Iterable[Job]) -> bool:
+    """Whether any of these jobs has not ended yet (its page keeps polling)."""
+    return any(not job.status.terminal for job in jobs)
+
+
+class DeliveryStatus(enum.StrEnum):
+    """A webhook event's delivery states.
+
+    pending → delivering → delivered | retrying → delivering … | failed | gone (the receiver
+    answered 410 and asked us to stop).
+    """
+
+    PENDING = "pending"
+    DELIVERING = "delivering"
+    RETRYING = "retrying"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    GONE = "gone"
+
+
+# Due for a delivery attempt once `next_attempt_at` has come (as `CLAIMABLE_STATUSES` for jobs).
+CLAIMABLE_DELIVERIES = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
 
 
 class Job(db.Model):
@@ -72,7 +127,7 @@ class Job(db.Model):
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    status: Mapped[str] = mapped_column(String(16), default=JobStatus.PENDING)
+    status: Mapped[JobStatus] = mapped_column(StatusType(JobStatus), default=JobStatus.PENDING)
     prompt: Mapped[str] = mapped_column(Text)
     model: Mapped[str] = mapped_column(String(64))
     parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -100,11 +155,15 @@ class Job(db.Model):
     media: Mapped[list[Media]] = relationship(
         back_populates="job", order_by="Media.position", passive_deletes=True
     )
+    # Read only by the job page; a job has at most one event.
+    webhook_events: Mapped[list[WebhookEvent]] = relationship(
+        order_by="WebhookEvent.created_at", viewonly=True
+    )
 
     @property
     def status_enum(self) -> JobStatus:
-        """The status as an enum member."""
-        return JobStatus(self.status)
+        """The status as an enum member (kept for templates until they use `status`)."""
+        return self.status
 
     @property
     def media_or_none(self) -> list[Media] | None:
@@ -181,8 +240,9 @@ class WebhookEvent(db.Model):
     event_type: Mapped[str] = mapped_column(String(32))
     url: Mapped[str] = mapped_column(Text)
     body: Mapped[bytes] = mapped_column(LargeBinary)
-    # pending → delivering → delivered | retrying → ... | failed | gone (410 from the receiver)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[DeliveryStatus] = mapped_column(
+        StatusType(DeliveryStatus), default=DeliveryStatus.PENDING
+    )
     attempt_count: Mapped[int] = mapped_column(default=0)
     lease_token: Mapped[str | None] = mapped_column(String(36))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -209,6 +269,5 @@ class WebhookAttempt(db.Model):
     latency_ms: Mapped[float | None]
     error: Mapped[str | None] = mapped_column(Text)
     response_excerpt: Mapped[str | None] = mapped_column(Text)
-    redelivery: Mapped[bool] = mapped_column(default=False)
 
     event: Mapped[WebhookEvent] = relationship(back_populates="attempts")

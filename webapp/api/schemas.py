@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import marshmallow as ma
@@ -11,7 +11,7 @@ from marshmallow import fields
 
 from webapp import urls
 from webapp.jobs import JobStatusRead
-from webapp.models import JobStatus, Media, media_expired, now_utc
+from webapp.models import JobStatus, Media, media_expired, now_utc, utc_text
 
 
 class UTCDateTime(fields.DateTime):
@@ -96,11 +96,6 @@ class JobSchema(ma.Schema):
         metadata={"description": "null until the job has outputs"},
     )
     progress = fields.Float(required=True)
-
-
-def utc_text(value: datetime | None) -> str | None:
-    """A timestamp as `UTCDateTime` writes it."""
-    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def job_status_body(read: JobStatusRead) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, redirect, request, url_for
@@ -13,7 +13,7 @@ from webapp import jobs, webhooks
 from webapp import media as storage
 from webapp.gallery import gallery_page, jobs_by_ids, queue_counts
 from webapp.htmx import fragment, render, wants_partial
-from webapp.models import Job, JobStatus, WebhookEvent
+from webapp.models import Job, JobStatus, WebhookEvent, utc_text
 from webapp.pages.forms import (
     FormState,
     curl_command,
@@ -42,7 +42,7 @@ STATUS_FILTERS = ("active", *(s.value for s in JobStatus))
 @bp.app_template_filter("iso")
 def iso(value: datetime | None) -> str:
     """A timestamp as the API writes it: ISO 8601 UTC with a Z."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else ""
+    return utc_text(value) or ""
 
 
 def _filters() -> dict[str, str]:
