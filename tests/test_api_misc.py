@@ -14,9 +14,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from webapp import __version__
-from webapp.jobs import worker_identity
 from webapp.providers.base import ASPECT_RATIOS
 from webapp.tasks import beat
+from webapp.workers import worker_identity
 
 API = "/api/v1"
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")

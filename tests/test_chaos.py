@@ -43,11 +43,12 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.procs import API, Stack, running_stack
 from tests.webhook_receiver import Received, Receiver, Reply
-from webapp import jobs, webhooks
+from webapp import attempts, jobs, webhooks, workers
+from webapp.attempts import OUTPUT_IDS
 from webapp.extensions import db
-from webapp.jobs import OUTPUT_IDS
 from webapp.models import Job, WebhookEvent, now_utc
-from webapp.params import JobCreate
+from webapp.validation import JobCreate
+from webapp.workers import worker_identity
 
 JOBS = 32
 KILLS = 3  # no more than max_retries (3): a job hit by every kill still completes
@@ -453,9 +454,9 @@ def test_a_predecessor_with_our_own_pid_counts_as_dead(app: Flask) -> None:
     """
     old, mine = _new_job(), _new_job()
     for job_id in (old, mine):
-        assert jobs.claim_job(job_id, jobs.worker_identity()) is not None
+        assert attempts.claim_job(job_id, worker_identity()) is not None
     _touch(old, now_utc() - timedelta(days=1))
-    assert jobs.reap(set())["requeued"] == 1
+    assert attempts.reap(set())["requeued"] == 1
     db.session.commit()
     assert db.session.get(Job, old, populate_existing=True).status == "retrying"
     assert db.session.get(Job, mine, populate_existing=True).status == "processing"
@@ -486,9 +487,9 @@ def test_a_delivery_claimed_by_a_dead_local_worker_is_released_at_once(
     """The sweep frees a dead holder's delivery now, not when its lease runs out."""
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    tag, now = webhooks._host_tag(), now_utc()
+    tag, now = workers._host_tag(), now_utc()
     # As if this process had started 10 s ago: a claim 20 s old still has a valid lease.
-    monkeypatch.setattr(jobs, "_process_started", now - timedelta(seconds=10))
+    monkeypatch.setattr(workers, "_process_started", now - timedelta(seconds=10))
     cases = {
         "dead pid here": (f"{tag}:{proc.pid}:0123456789abcdef", now, "retrying"),
         "our pid, before we started": (
@@ -503,8 +504,8 @@ def test_a_delivery_claimed_by_a_dead_local_worker_is_released_at_once(
         name: _claimed_event(_new_job(), token, claimed_at)
         for name, (token, claimed_at, _) in cases.items()
     }
-    assert webhooks._holder_token().startswith(f"{tag}:{os.getpid()}:")
-    assert len(webhooks._holder_token()) <= 36  # the column's size
+    assert workers.holder_token().startswith(f"{tag}:{os.getpid()}:")
+    assert len(workers.holder_token()) <= 36  # the column's size
 
     webhooks.sweep(set())
     db.session.commit()

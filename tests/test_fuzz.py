@@ -40,11 +40,11 @@ from schemathesis.specs.openapi.checks import (
     use_after_free,
 )
 
-from tests.conftest import TEST_CONFIG, run_queue
-from webapp import create_app, jobs
+from tests.helpers import TEST_CONFIG, run_queue
+from webapp import attempts, create_app
 from webapp.extensions import db, huey
 from webapp.models import Media, now_utc
-from webapp.params import GenerationParameters
+from webapp.validation import GenerationParameters
 
 GENERATION = set(GenerationParameters.model_fields)
 """The guide's generation parameters; `parameters` may hold others, per model."""
@@ -153,9 +153,9 @@ def _seed(client: FlaskClient) -> None:
     cancelled = submit()
     assert client.delete(f"{API}/jobs/{cancelled}").status_code == 204
     failed = submit()
-    claim = jobs.claim_job(failed)
+    claim = attempts.claim_job(failed)
     assert claim is not None
-    jobs.fail_attempt(claim, "Model not found", transient=False)
+    attempts.fail_attempt(claim, "Model not found", transient=False)
     huey.flush()
     png, png2 = media_of(done)
     (expired,) = media_of(old)

@@ -23,13 +23,13 @@ from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, select, text
 
 from bench import populate
-from tests.conftest import TEST_CONFIG, run_queue, submit
-from webapp import create_app, jobs
+from tests.helpers import TEST_CONFIG, run_queue, submit
+from webapp import attempts, create_app, jobs
+from webapp.database import MIGRATIONS
 from webapp.extensions import db, huey
 from webapp.gallery import queue_counts
 from webapp.job_counts import count_active, count_by_status, count_jobs, job_counts
 from webapp.models import ACTIVE_STATUSES, JobStatus, now_utc
-from webapp.schema import MIGRATIONS
 
 API = "/api/v1"
 SMALL = {"width": 128, "height": 128, "num_inference_steps": 1}
@@ -148,21 +148,21 @@ def test_submit_run_cancel_and_delete(client: FlaskClient, app: Flask) -> None:
 
 def test_failure_retry_and_the_reaper(client: FlaskClient, app: Flask) -> None:
     job_id = submit(client, "flaky", parameters=SMALL)["id"]
-    claim = jobs.claim_job(job_id)
+    claim = attempts.claim_job(job_id)
     assert claim is not None
     assert assert_exact(client) == {"processing": 1}
 
-    assert jobs.fail_attempt(claim, "Replicate API error: 503", transient=True) == "retrying"
+    assert attempts.fail_attempt(claim, "Replicate API error: 503", transient=True) == "retrying"
     assert assert_exact(client) == {"retrying": 1}
 
     time.sleep(float(app.config["RETRY_MAX_SECONDS"]) + 0.02)
-    claim = jobs.claim_job(job_id)
+    claim = attempts.claim_job(job_id)
     assert claim is not None
     assert assert_exact(client) == {"processing": 1}
 
     # A stale claim's late failure is fenced out and changes no count.
     stale = dataclasses.replace(claim, token=str(uuid.uuid4()))
-    assert jobs.fail_attempt(stale, "late", transient=False) is None
+    assert attempts.fail_attempt(stale, "late", transient=False) is None
     assert assert_exact(client) == {"processing": 1}
 
     # The reaper puts a job whose lease ran out back in the queue.
@@ -171,18 +171,18 @@ def test_failure_retry_and_the_reaper(client: FlaskClient, app: Flask) -> None:
         {"t": now_utc().replace(year=2000).replace(tzinfo=None), "id": job_id},
     )
     db.session.commit()
-    assert jobs.reap(set())["requeued"] == 1
+    assert attempts.reap(set())["requeued"] == 1
     assert assert_exact(client) == {"retrying": 1}
 
     time.sleep(float(app.config["RETRY_MAX_SECONDS"]) + 0.02)
-    claim = jobs.claim_job(job_id)
-    assert jobs.fail_attempt(claim, "Model not found", transient=False) == "failed"
+    claim = attempts.claim_job(job_id)
+    assert attempts.fail_attempt(claim, "Model not found", transient=False) == "failed"
     assert assert_exact(client) == {"failed": 1}
 
     other = submit(client, "runs fine", parameters=SMALL)["id"]
     huey.flush()
     db.session.commit()
-    assert jobs.claim_job(other) is not None
+    assert attempts.claim_job(other) is not None
     assert assert_exact(client) == {"failed": 1, "processing": 1}
 
 
@@ -372,11 +372,11 @@ def test_postgresql_triggers_and_backfill(pg_url: str, tmp_path: Path) -> None:
 
             job_id = submit(client, "flaky", parameters=SMALL)["id"]
             huey.flush()
-            claim = jobs.claim_job(job_id)
-            assert jobs.fail_attempt(claim, "503", transient=True) == "retrying"
+            claim = attempts.claim_job(job_id)
+            assert attempts.fail_attempt(claim, "503", transient=True) == "retrying"
             assert assert_exact(client) == {"completed": 3, "retrying": 1}
             time.sleep(float(app.config["RETRY_MAX_SECONDS"]) + 0.02)
-            claim = jobs.claim_job(job_id)
+            claim = attempts.claim_job(job_id)
             assert assert_exact(client) == {"completed": 3, "processing": 1}
             assert client.delete(f"{API}/jobs/{job_id}").status_code == 204
             assert assert_exact(client) == {"completed": 3, "cancelled": 1}

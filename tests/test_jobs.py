@@ -13,13 +13,15 @@ import pytest
 from flask import Flask
 from PIL import Image
 
-from tests.conftest import TEST_CONFIG, queued_job_ids, run_queue, submit
-from webapp import jobs
+from tests.helpers import TEST_CONFIG, queued_job_ids, run_queue, submit
+from webapp import attempts, jobs
 from webapp.extensions import db, huey
 from webapp.media import media_root, store_image
 from webapp.models import Job, Media, now_utc
-from webapp.params import JobCreate
+from webapp.queue import enqueue_job
+from webapp.signals import job_finished
 from webapp.tasks import _Heartbeat
+from webapp.validation import JobCreate
 
 
 def new_job(**parameters: object) -> Job:
@@ -60,8 +62,8 @@ def dead_pid() -> int:
 class TestClaim:
     def test_a_job_is_claimed_once(self, app: Flask) -> None:
         job = new_job()
-        first = jobs.claim_job(job.id, "host:1")
-        second = jobs.claim_job(job.id, "host:2")
+        first = attempts.claim_job(job.id, "host:1")
+        second = attempts.claim_job(job.id, "host:2")
         assert first is not None and second is None
         claimed = reload(job.id)
         assert claimed.status == "processing"
@@ -72,13 +74,13 @@ class TestClaim:
     def test_concurrent_claims_have_one_winner(self, app: Flask) -> None:
         job_id = new_job().id
         db.session.commit()  # no read snapshot stays open while the threads write
-        winners: list[jobs.Claim] = []
+        winners: list[attempts.Claim] = []
         barrier = threading.Barrier(8)
 
         def contend(n: int) -> None:
             with app.app_context():
                 barrier.wait()
-                claim = jobs.claim_job(job_id, f"host:{n}")
+                claim = attempts.claim_job(job_id, f"host:{n}")
                 if claim:
                     winners.append(claim)
                 db.session.remove()
@@ -94,46 +96,46 @@ class TestClaim:
     def test_terminal_and_not_yet_due_jobs_are_not_claimed(self, app: Flask) -> None:
         cancelled = new_job()
         jobs.cancel_job(cancelled.id)
-        assert jobs.claim_job(cancelled.id) is None
+        assert attempts.claim_job(cancelled.id) is None
         later = new_job()
         job = reload(later.id)
         job.status, job.run_after = "retrying", now_utc() + timedelta(minutes=5)
         db.session.commit()
-        assert jobs.claim_job(later.id) is None
-        assert jobs.claim_job("no-such-job") is None
+        assert attempts.claim_job(later.id) is None
+        assert attempts.claim_job("no-such-job") is None
 
 
 class TestFencing:
     def test_a_stale_lease_cannot_write(self, app: Flask) -> None:
         job = new_job()
-        stale = jobs.claim_job(job.id, "host:1")
+        stale = attempts.claim_job(job.id, "host:1")
         expire_lease(job.id)
-        assert jobs.reap(set())["requeued"] == 1
+        assert attempts.reap(set())["requeued"] == 1
         assert reload(job.id).status == "retrying"
         job_row = reload(job.id)
         job_row.run_after = None
         db.session.commit()
-        fresh = jobs.claim_job(job.id, "host:2")
+        fresh = attempts.claim_job(job.id, "host:2")
         assert fresh is not None
         # The first worker wakes up: every write it tries is refused.
-        assert jobs.renew_lease(stale, progress=50) is False
-        assert jobs.remember_provider_job_id(stale, "pred-1") is False
+        assert attempts.renew_lease(stale, progress=50) is False
+        assert attempts.remember_provider_job_id(stale, "pred-1") is False
         outputs = stored_outputs()
-        assert jobs.complete_job(stale, outputs) is False
+        assert attempts.complete_job(stale, outputs) is False
         assert not (media_root() / outputs[0].storage_path).exists()
-        assert jobs.fail_attempt(stale, "late failure", transient=False) is None
+        assert attempts.fail_attempt(stale, "late failure", transient=False) is None
         current = reload(job.id)
         assert current.status == "processing" and current.lease_token == fresh.token
         assert current.progress == 0 and current.provider_job_id is None
-        assert jobs.complete_job(fresh, stored_outputs())
+        assert attempts.complete_job(fresh, stored_outputs())
         assert reload(job.id).status == "completed"
 
     def test_cancel_wins_over_a_late_result(self, app: Flask) -> None:
         job = new_job()
-        claim = jobs.claim_job(job.id)
+        claim = attempts.claim_job(job.id)
         jobs.cancel_job(job.id)
         outputs = stored_outputs(2)
-        assert jobs.complete_job(claim, outputs) is False
+        assert attempts.complete_job(claim, outputs) is False
         final = reload(job.id)
         assert final.status == "cancelled" and final.completed_at is not None
         assert db.session.query(Media).filter_by(job_id=job.id).count() == 0
@@ -143,8 +145,8 @@ class TestFencing:
 
     def test_a_finished_job_cannot_be_cancelled(self, app: Flask) -> None:
         job = new_job()
-        claim = jobs.claim_job(job.id)
-        assert jobs.complete_job(claim, stored_outputs())
+        claim = attempts.claim_job(job.id)
+        assert attempts.complete_job(claim, stored_outputs())
         with pytest.raises(jobs.JobNotCancellable, match="completed state"):
             jobs.cancel_job(job.id)
         assert reload(job.id).status == "completed"
@@ -181,16 +183,16 @@ class TestRetries:
     def test_transient_failures_retry_then_fail(self, app: Flask) -> None:
         job = new_job()
         for attempt in range(1, 4):
-            claim = jobs.claim_job(job.id)
+            claim = attempts.claim_job(job.id)
             assert claim is not None, f"attempt {attempt} could not claim"
-            status = jobs.fail_attempt(claim, "Replicate API error: 503", transient=True)
+            status = attempts.fail_attempt(claim, "Replicate API error: 503", transient=True)
             assert status == "retrying"
             row = reload(job.id)
             assert row.retry_count == attempt and row.run_after > now_utc() - timedelta(seconds=1)
             assert row.lease_token is None
             time.sleep(0.06)  # RETRY_MAX_SECONDS is 0.05 in tests
-        claim = jobs.claim_job(job.id)
-        assert jobs.fail_attempt(claim, "Replicate API error: 503", transient=True) == "failed"
+        claim = attempts.claim_job(job.id)
+        assert attempts.fail_attempt(claim, "Replicate API error: 503", transient=True) == "failed"
         final = reload(job.id)
         assert final.status == "failed" and final.completed_at is not None
         assert final.error_message == "Replicate API error: 503"
@@ -199,33 +201,33 @@ class TestRetries:
     def test_a_retry_is_enqueued_with_its_delay(self, app: Flask) -> None:
         job = new_job()
         huey.flush()
-        claim = jobs.claim_job(job.id)
-        jobs.fail_attempt(claim, "timeout", transient=True)
+        claim = attempts.claim_job(job.id)
+        attempts.fail_attempt(claim, "timeout", transient=True)
         scheduled = [t.args[0] for t in huey.scheduled()] + queued_job_ids()
         assert job.id in scheduled
 
     def test_permanent_failure_does_not_retry(self, app: Flask) -> None:
         job = new_job()
-        claim = jobs.claim_job(job.id)
-        assert jobs.fail_attempt(claim, "Model not found", transient=False) == "failed"
+        claim = attempts.claim_job(job.id)
+        assert attempts.fail_attempt(claim, "Model not found", transient=False) == "failed"
         final = reload(job.id)
         assert final.retry_count == 0 and final.status == "failed"
 
     def test_retry_delay_backs_off_and_honours_retry_after(self, app: Flask) -> None:
         app.config.update(RETRY_BASE_SECONDS=2, RETRY_MAX_SECONDS=300)
-        assert all(2 <= jobs.retry_delay(0) <= 2 for _ in range(5))
-        assert all(2 <= jobs.retry_delay(3) <= 16 for _ in range(20))
-        assert jobs.retry_delay(0, retry_after=30) == 30
-        assert max(jobs.retry_delay(20) for _ in range(50)) <= 300
+        assert all(2 <= attempts.retry_delay(0) <= 2 for _ in range(5))
+        assert all(2 <= attempts.retry_delay(3) <= 16 for _ in range(20))
+        assert attempts.retry_delay(0, retry_after=30) == 30
+        assert max(attempts.retry_delay(20) for _ in range(50)) <= 300
 
 
 class TestReaper:
     def test_jobs_of_a_dead_local_worker_are_recovered_at_once(self, app: Flask) -> None:
         job = new_job()
-        jobs.claim_job(job.id, f"{socket.gethostname()}:{dead_pid()}")
+        attempts.claim_job(job.id, f"{socket.gethostname()}:{dead_pid()}")
         # The lease is still valid: only the dead pid tells the reaper.
         assert reload(job.id).lease_expires_at > now_utc()
-        counts = jobs.reap(set())
+        counts = attempts.reap(set())
         assert counts["requeued"] == 1
         row = reload(job.id)
         assert row.status == "retrying" and row.retry_count == 1
@@ -239,17 +241,17 @@ class TestReaper:
             time.sleep(0.02)
         try:
             job = new_job()
-            jobs.claim_job(job.id, f"{socket.gethostname()}:{child.pid}")
-            assert jobs.reap(set())["requeued"] == 1
+            attempts.claim_job(job.id, f"{socket.gethostname()}:{child.pid}")
+            assert attempts.reap(set())["requeued"] == 1
         finally:
             child.wait()
 
     def test_a_live_worker_with_a_valid_lease_is_left_alone(self, app: Flask) -> None:
         job = new_job()
-        jobs.claim_job(job.id)  # this process: alive
+        attempts.claim_job(job.id)  # this process: alive
         other_host = new_job()
-        jobs.claim_job(other_host.id, "another-host:1")
-        assert jobs.reap(set()) == {"requeued": 0, "failed": 0, "reenqueued": 0}
+        attempts.claim_job(other_host.id, "another-host:1")
+        assert attempts.reap(set()) == {"requeued": 0, "failed": 0, "reenqueued": 0}
         assert reload(job.id).status == "processing"
         assert reload(other_host.id).status == "processing"
 
@@ -258,9 +260,9 @@ class TestReaper:
         row = reload(job.id)
         row.retry_count = row.max_retries
         db.session.commit()
-        jobs.claim_job(job.id, "another-host:1")
+        attempts.claim_job(job.id, "another-host:1")
         expire_lease(job.id)
-        assert jobs.reap(set())["failed"] == 1
+        assert attempts.reap(set())["failed"] == 1
         final = reload(job.id)
         assert final.status == "failed"
         assert final.error_details["reason"] == "worker_lost"
@@ -269,16 +271,16 @@ class TestReaper:
         app.config["STALE_QUEUE_SECONDS"] = 0
         job = new_job()
         huey.flush()  # the doorbell rang but the message is gone
-        assert jobs.reap(queued_job_ids() and set(queued_job_ids()))["reenqueued"] == 1
+        assert attempts.reap(queued_job_ids() and set(queued_job_ids()))["reenqueued"] == 1
         assert queued_job_ids() == [job.id]
         # Known to be queued: not enqueued twice.
-        assert jobs.reap(set(queued_job_ids()))["reenqueued"] == 0
+        assert attempts.reap(set(queued_job_ids()))["reenqueued"] == 0
         assert run_queue() == 1
         assert reload(job.id).status == "completed"
 
     def test_a_duplicate_message_is_harmless(self, app: Flask, client) -> None:
         created = submit(client, parameters={"width": 128, "height": 128})
-        jobs.enqueue(created["id"])
+        enqueue_job(created["id"])
         assert queued_job_ids() == [created["id"], created["id"]]
         assert run_queue() == 2
         row = reload(created["id"])
@@ -289,7 +291,7 @@ class TestProgressAndEstimate:
     def test_heartbeat_extends_the_lease(self, app: Flask) -> None:
         app.config["LEASE_SECONDS"] = 1.5
         job = new_job()
-        claim = jobs.claim_job(job.id)
+        claim = attempts.claim_job(job.id)
         first = reload(job.id).lease_expires_at
         beat = _Heartbeat(app, claim)
         beat.start()
@@ -302,7 +304,7 @@ class TestProgressAndEstimate:
     def test_heartbeat_notices_a_lost_lease(self, app: Flask) -> None:
         app.config["LEASE_SECONDS"] = 1.5
         job = new_job()
-        claim = jobs.claim_job(job.id)
+        claim = attempts.claim_job(job.id)
         jobs.cancel_job(job.id)
         beat = _Heartbeat(app, claim)
         beat.start()
@@ -369,14 +371,14 @@ class TestProgressAndEstimate:
         def record(sender: Flask, job_id: str) -> None:
             events.append(job_id)
 
-        jobs.job_finished.connect(record)
+        job_finished.connect(record)
         try:
             done, failed, cancelled = new_job(), new_job(), new_job()
-            jobs.complete_job(jobs.claim_job(done.id), stored_outputs())
-            jobs.fail_attempt(jobs.claim_job(failed.id), "boom", transient=False)
+            attempts.complete_job(attempts.claim_job(done.id), stored_outputs())
+            attempts.fail_attempt(attempts.claim_job(failed.id), "boom", transient=False)
             jobs.cancel_job(cancelled.id)
         finally:
-            jobs.job_finished.disconnect(record)
+            job_finished.disconnect(record)
         assert events == [done.id, failed.id, cancelled.id]
 
 

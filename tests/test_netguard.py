@@ -20,12 +20,12 @@ import urllib3
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import submit
+from tests.helpers import submit
 from tests.webhook_receiver import HUGE, Receiver, Reply, Unanswered
-from webapp import jobs, netguard, webhooks
+from webapp import jobs, netguard, validation, webhooks
 from webapp.extensions import db, huey
 from webapp.models import Job, WebhookEvent
-from webapp.params import JobCreate
+from webapp.validation import JobCreate
 
 API = "/api/v1"
 
@@ -305,7 +305,7 @@ def test_allowed_networks_from_the_environment(
             ipaddress.ip_network("127.0.0.1/32"),
             ipaddress.ip_network("fd00::/8"),
         ]
-        webhooks.check_submitted_url(receiver.url())  # no exception: allowed
+        validation.check_webhook_url(receiver.url())  # no exception: allowed
         db.session.remove()
         db.engine.dispose()
 

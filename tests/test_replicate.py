@@ -22,9 +22,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
-from tests.conftest import queued_job_ids, submit
 from tests.fake_replicate import SDXL_VERSION, FakeReplicate, problem
-from webapp import jobs
+from tests.helpers import queued_job_ids, submit
+from webapp import attempts, jobs
 from webapp.extensions import db, huey
 from webapp.media import media_root
 from webapp.models import Job, now_utc
@@ -498,12 +498,12 @@ def test_a_prediction_whose_job_ended_before_its_id_was_kept_is_cancelled(
     client: FlaskClient, fake: FakeReplicate
 ) -> None:
     job_id = start(client, **SMALL)
-    claim = jobs.claim_job(job_id)
+    claim = attempts.claim_job(job_id)
     jobs.cancel_job(job_id)  # before the worker could commit the prediction's id
     job = reload(job_id)
 
     def remember(prediction_id: str) -> None:
-        if not jobs.remember_provider_job_id(claim, prediction_id):
+        if not attempts.remember_provider_job_id(claim, prediction_id):
             raise LeaseLost(job_id)
 
     task = GenerationTask(
@@ -534,7 +534,7 @@ def test_a_worker_that_lost_its_job_leaves_the_prediction_to_the_new_owner(
     job = reload(job_id)
     job.lease_expires_at = now_utc() - timedelta(seconds=1)
     db.session.commit()
-    assert jobs.reap(set())["requeued"] == 1
+    assert attempts.reap(set())["requeued"] == 1
     make_due(job_id)
     runner.join(5)
     assert not runner.is_alive()
@@ -553,12 +553,12 @@ class WorkerCrash(BaseException):
 
 def crash_after_create(job_id: str) -> str:
     """Claim the job and run the provider until the prediction exists, then 'die'."""
-    claim = jobs.claim_job(job_id)
+    claim = attempts.claim_job(job_id)
     assert claim is not None
     job = reload(job_id)
 
     def remember(prediction_id: str) -> None:
-        assert jobs.remember_provider_job_id(claim, prediction_id)
+        assert attempts.remember_provider_job_id(claim, prediction_id)
 
     def die(fraction: float) -> None:
         raise WorkerCrash
@@ -577,7 +577,7 @@ def crash_after_create(job_id: str) -> str:
     job = reload(job_id)
     job.lease_expires_at = now_utc() - timedelta(seconds=1)
     db.session.commit()
-    assert jobs.reap(set())["requeued"] == 1
+    assert attempts.reap(set())["requeued"] == 1
     make_due(job_id)
     return str(reload(job_id).provider_job_id)
 

@@ -11,8 +11,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
-from tests.conftest import TEST_CONFIG, run_queue, submit
-from webapp import jobs
+from tests.helpers import TEST_CONFIG, run_queue, submit
+from webapp import attempts, jobs
 from webapp.config import Defaults
 from webapp.extensions import db, huey
 from webapp.media import media_root, purge_expired, store_image, sweep_orphan_files
@@ -94,19 +94,21 @@ def test_files_of_a_cancelled_attempt_whose_worker_died_are_swept_after_the_grac
 ) -> None:
     """A worker stores its pictures, the job is cancelled, the worker dies before noticing."""
     job = submit(client, "a lost attempt", parameters={"width": 128, "height": 128})
-    claim = jobs.claim_job(job["id"])
+    claim = attempts.claim_job(job["id"])
     assert claim is not None
     image = Image.new("RGB", (128, 128), "teal")
-    stored = [store_image(image, "png", 90, jobs.output_media_id(claim.token, i)) for i in range(2)]
+    stored = [
+        store_image(image, "png", 90, attempts.output_media_id(claim.token, i)) for i in range(2)
+    ]
     left = [media_root() / p for s in stored for p in (s.storage_path, s.thumbnail_path)]
     assert all(p.exists() for p in left) and len(left) == 4
     later = time.time() + GRACE + 1
     # However old, a running attempt's files stay: it may still record them.
-    assert sweep_orphan_files(jobs.live_output_ids, now=later) == 0
+    assert sweep_orphan_files(attempts.live_output_ids, now=later) == 0
 
     jobs.cancel_job(job["id"])
-    assert sweep_orphan_files(jobs.live_output_ids) == 0, "younger than the grace period"
-    assert sweep_orphan_files(jobs.live_output_ids, now=later) == 4
+    assert sweep_orphan_files(attempts.live_output_ids) == 0, "younger than the grace period"
+    assert sweep_orphan_files(attempts.live_output_ids, now=later) == 4
     assert not any(p.exists() for p in left)
     assert client.get(job["status_url"]).get_json()["status"] == "cancelled"
 

@@ -29,10 +29,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import delete, update
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.conftest import submit
+from tests.helpers import submit
 from tests.procs import running_stack
 from tests.webhook_receiver import HUGE, Received, Receiver, Reply, Unanswered
-from webapp import __version__, create_app, jobs, tasks, webhooks
+from webapp import __version__, attempts, create_app, tasks, webhooks
 from webapp.extensions import db, huey
 from webapp.models import Job, WebhookEvent, now_utc
 
@@ -186,9 +186,9 @@ def test_completed_job_sends_the_guides_success_payload(
     assert verify(request) == body
 
 
-def wait_until_claimed(job_id: str, timeout: float = 2.0) -> jobs.Claim:
+def wait_until_claimed(job_id: str, timeout: float = 2.0) -> attempts.Claim:
     deadline = time.monotonic() + timeout
-    while (claim := jobs.claim_job(job_id)) is None:
+    while (claim := attempts.claim_job(job_id)) is None:
         assert time.monotonic() < deadline, "the job never became due"
         time.sleep(0.01)
     return claim
@@ -200,7 +200,7 @@ def test_failed_job_sends_the_guides_failure_payload(
     job_id = submit(client, parameters=SMALL, webhook_url=receiver.url())["id"]
     # The provider fails every attempt: three retries, then the job fails for good.
     outcomes = [
-        jobs.fail_attempt(
+        attempts.fail_attempt(
             wait_until_claimed(job_id), "Replicate API error: Model not found", transient=True
         )
         for _ in range(4)

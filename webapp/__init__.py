@@ -34,16 +34,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from webapp import pages
     from webapp.api import api_blueprints, register_api
     from webapp.cli import register_cli
-    from webapp.database import register_database
+    from webapp.database import MIGRATIONS, register_database, upgrade_schema
     from webapp.errors import register_errors
     from webapp.extensions import db, migrate
     from webapp.ratelimit import register_rate_limits
-    from webapp.schema import upgrade_schema
     from webapp.security import register_security
     from webapp.webhooks import register_webhooks
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
+    migrate.init_app(app, db, directory=str(MIGRATIONS), render_as_batch=True)
     register_database(app)
     if app.config["AUTO_MIGRATE"]:
         upgrade_schema(app)

@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from webapp.jobs import JobNotCancellable, JobNotFound
 from webapp.media import MediaExpired, MediaNotFound
-from webapp.params import BodyNotJson, RequestInvalid
+from webapp.validation import BodyNotJson, RequestInvalid
 from webapp.webhooks import NoWebhook
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,8 @@
-"""Huey tasks: run a job, tell a provider to cancel, and periodic upkeep.
+"""Huey tasks: run a job, tell a provider to cancel, deliver a webhook, periodic upkeep.
 
 Tasks take ids, never objects, and run inside an app context. Huey's own retries stay off:
-attempts are counted in the jobs table, which survives a killed worker.
+attempts are counted in the jobs table, which survives a killed worker. The domain queues
+these tasks through `webapp.queue`, never by importing this module.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from typing import Any, TypeVar
 from flask import Flask, current_app, has_app_context
 from huey import crontab
 
-from webapp import jobs, webhooks
+from webapp import attempts, webhooks
+from webapp.attempts import Claim
 from webapp.database import write_transaction
 from webapp.extensions import db, huey
 from webapp.media import purge_expired, store_image, sweep_orphan_files
 from webapp.models import Job, JobStatus, WorkerBeat, now_utc
 from webapp.providers import get_model, provider_for
 from webapp.providers.base import GenerationTask, LeaseLost, ProviderError
+from webapp.workers import split_identity, worker_identity
 
 log = logging.getLogger(__name__)
 
@@ -59,25 +62,10 @@ def in_app_context(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def send(task: Any, key: str, delay: float = 0) -> None:
-    """Queue a task for one id, now or after `delay` seconds.
-
-    A failure is only logged: the database is the record, and the periodic upkeep queues
-    again whatever is due and missing from the queue.
-    """
-    try:
-        if delay > 0:
-            task.schedule(args=(key,), delay=delay)
-        else:
-            task(key)
-    except Exception:
-        log.exception("could not queue %s for %s; upkeep will queue it again", task.name, key)
-
-
 class _Heartbeat(threading.Thread):
     """Renews a claim's lease while a provider blocks, and notices when it is lost."""
 
-    def __init__(self, app: Flask, claim: jobs.Claim) -> None:
+    def __init__(self, app: Flask, claim: Claim) -> None:
         super().__init__(name=f"heartbeat-{claim.job_id[:8]}", daemon=True)
         self.app, self.claim = app, claim
         self.stopped = threading.Event()
@@ -88,7 +76,7 @@ class _Heartbeat(threading.Thread):
         with self.app.app_context():
             while not self.stopped.wait(self.interval):
                 try:
-                    if not jobs.renew_lease(self.claim):
+                    if not attempts.renew_lease(self.claim):
                         self.lost.set()
                         return
                 except Exception:
@@ -101,14 +89,15 @@ class _Heartbeat(threading.Thread):
 @in_app_context
 def run_job(job_id: str) -> None:
     """Claim a job, generate its images, store them and finish it (fenced by the lease)."""
-    claim = jobs.claim_job(job_id)
+    claim = attempts.claim_job(job_id)
     if claim is None:
         return  # a duplicate message, or the job was cancelled or is not due yet
     job = db.session.get(Job, job_id)
-    assert job is not None
+    if job is None:  # deleted between the claim and this read
+        return
     spec = get_model(job.model)
     if spec is None:
-        jobs.fail_attempt(claim, f"Model {job.model} is not available", transient=False)
+        attempts.fail_attempt(claim, f"Model {job.model} is not available", transient=False)
         return
     heartbeat = _Heartbeat(current_app._get_current_object(), claim)
     heartbeat.start()
@@ -121,11 +110,11 @@ def run_job(job_id: str) -> None:
         if fraction < 1.0 and now - last_report[0] < 0.2:
             return  # at most five progress writes a second
         last_report[0] = now
-        if not jobs.renew_lease(claim, progress=fraction * 100):
+        if not attempts.renew_lease(claim, progress=fraction * 100):
             raise LeaseLost(job_id)
 
     def remember(provider_job_id: str) -> None:
-        if not jobs.remember_provider_job_id(claim, provider_job_id):
+        if not attempts.remember_provider_job_id(claim, provider_job_id):
             raise LeaseLost(job_id)
 
     params = dict(job.provider_parameters)
@@ -150,16 +139,16 @@ def run_job(job_id: str) -> None:
         fmt = str(params.get("output_format") or "png")
         quality = int(params.get("output_quality") or 90)
         outputs = [
-            store_image(image, fmt, quality, jobs.output_media_id(claim.token, index))
+            store_image(image, fmt, quality, attempts.output_media_id(claim.token, index))
             for index, image in enumerate(images)
         ]
-        if not jobs.complete_job(claim, outputs):
+        if not attempts.complete_job(claim, outputs):
             log.info("job %s ended elsewhere while running; result discarded", job_id)
     except LeaseLost:
         log.info("job %s was cancelled or taken over; stopping", job_id)
-        jobs.discard_outputs(claim)
+        attempts.discard_outputs(claim)
     except ProviderError as exc:
-        jobs.fail_attempt(
+        attempts.fail_attempt(
             claim,
             exc.message,
             transient=exc.transient,
@@ -168,8 +157,8 @@ def run_job(job_id: str) -> None:
         )
     except Exception as exc:
         log.exception("job %s failed unexpectedly", job_id)
-        jobs.discard_outputs(claim)  # also a picture whose thumbnail could not be written
-        jobs.fail_attempt(claim, f"Internal error: {type(exc).__name__}", transient=False)
+        attempts.discard_outputs(claim)  # also a picture whose thumbnail could not be written
+        attempts.fail_attempt(claim, f"Internal error: {type(exc).__name__}", transient=False)
     finally:
         heartbeat.stopped.set()
 
@@ -219,14 +208,14 @@ def purge_expired_media() -> None:
 @in_app_context
 def sweep_storage() -> None:
     """Every hour: remove files no media row names (left by a process killed mid-way)."""
-    sweep_orphan_files(jobs.live_output_ids)
+    sweep_orphan_files(attempts.live_output_ids)
 
 
 @huey.periodic_task(crontab(minute="*"))
 @in_app_context
 def upkeep() -> None:
     """Every minute: recover jobs of dead workers, re-send lost messages and webhooks."""
-    jobs.reap(queued_job_ids())
+    attempts.reap(queued_job_ids())
     webhooks.sweep(queued_ids("deliver_webhook"))
 
 
@@ -238,8 +227,8 @@ def beat(worker_id: str) -> None:
     with write_transaction():
         row = db.session.get(WorkerBeat, worker_id)
         if row is None:
-            host, _, pid = worker_id.rpartition(":")
-            db.session.add(WorkerBeat(id=worker_id, hostname=host, pid=int(pid), last_seen=now))
+            host, pid = split_identity(worker_id)
+            db.session.add(WorkerBeat(id=worker_id, hostname=host, pid=pid or 0, last_seen=now))
         else:
             row.last_seen = now
 
@@ -261,7 +250,7 @@ def on_consumer_start() -> None:
     if listen is not None:
         # Idle workers wait for the doorbell instead of polling the queue file.
         listen(float(app.config["DOORBELL_WAIT_SECONDS"]))
-    worker_id = jobs.worker_identity()
+    worker_id = worker_identity()
     with app.app_context():
         try:
             beat(worker_id)
@@ -269,7 +258,7 @@ def on_consumer_start() -> None:
             log.exception("could not record this worker's start")
             db.session.rollback()
         try:
-            jobs.reap(queued_job_ids())
+            attempts.reap(queued_job_ids())
             # Webhooks too, without waiting for the periodic upkeep to get through the queue.
             webhooks.sweep(queued_ids("deliver_webhook"))
         except Exception:

@@ -15,7 +15,6 @@ import logging
 import os
 import random
 import secrets
-import socket
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -31,19 +30,22 @@ from webapp import netguard, urls
 from webapp.database import write_transaction
 from webapp.extensions import db
 from webapp.models import (
+    CLAIMABLE_DELIVERIES,
     TERMINAL_STATUSES,
+    DeliveryStatus,
     Job,
     JobStatus,
     WebhookAttempt,
     WebhookEvent,
     now_utc,
 )
-from webapp.params import RequestInvalid
+from webapp.queue import enqueue_delivery
+from webapp.signals import job_finished
+from webapp.workers import holder_is_dead, holder_token
 
 log = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"
-WAITING = ("pending", "retrying")
 EXCERPT_BYTES = 1024
 
 
@@ -151,7 +153,7 @@ def record_event(job_id: str) -> WebhookEvent | None:
         event_type=f"job.{job.status}",
         url=job.webhook_url,
         body=body,
-        status="pending",
+        status=DeliveryStatus.PENDING,
         next_attempt_at=now_utc(),
     )
     try:
@@ -164,8 +166,6 @@ def record_event(job_id: str) -> WebhookEvent | None:
 
 def register_webhooks() -> None:
     """Deliver a webhook whenever a job ends (connecting twice is harmless)."""
-    from webapp.jobs import job_finished
-
     job_finished.connect(on_job_finished)
 
 
@@ -173,19 +173,12 @@ def on_job_finished(_sender: Flask, job_id: str) -> None:
     """Signal receiver: record the job's event and queue its delivery."""
     try:
         event = record_event(job_id)
-        if event is not None and event.status in WAITING:
+        if event is not None and event.status in CLAIMABLE_DELIVERIES:
             enqueue_delivery(event.id)
     except Exception:
         # The job already ended; the periodic sweep writes the missing event later.
         log.exception("could not record the webhook event of job %s", job_id)
         db.session.rollback()
-
-
-def enqueue_delivery(event_id: str, delay: float = 0) -> None:
-    """Queue a delivery; if the queue is down, the sweep queues it later."""
-    from webapp.tasks import deliver_webhook, send
-
-    send(deliver_webhook, event_id, delay)
 
 
 def retry_delays() -> list[float]:
@@ -206,45 +199,20 @@ def _lease_seconds() -> float:
     return 60 + float(config["WEBHOOK_CONNECT_TIMEOUT"]) + float(config["WEBHOOK_TIMEOUT"])
 
 
-def _host_tag() -> str:
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def _holder_token() -> str:
-    """A delivery lease token that names its holder: `<host tag>:<pid>:<random>`.
-
-    The events table has no worker column, so the token carries what the sweep needs to
-    free the claim of a worker on this host that died mid-delivery (as the job reaper does
-    with `jobs.worker_id`). It fits the column's 36 characters.
-    """
-    return f"{_host_tag()}:{os.getpid()}:{secrets.token_hex(8)}"
-
-
-def _holder_is_dead(token: str | None, claimed_at: datetime | None) -> bool:
-    """True when the token's holder ran on this host and its process is gone."""
-    from webapp.jobs import local_worker_is_dead
-
-    host, _, rest = (token or "").partition(":")
-    pid, sep, _ = rest.partition(":")
-    if not sep or host != _host_tag():
-        return False
-    return local_worker_is_dead(f"{socket.gethostname()}:{pid}", claimed_at)
-
-
 def _claim(event_id: str) -> str | None:
     """Take a due event for one delivery attempt; None if it is not due or someone has it."""
     now = now_utc()
-    token = _holder_token()
+    token = holder_token()
     with write_transaction():
         result = db.session.execute(
             update(WebhookEvent)
             .where(
                 WebhookEvent.id == event_id,
-                WebhookEvent.status.in_(WAITING),
+                WebhookEvent.status.in_(CLAIMABLE_DELIVERIES),
                 WebhookEvent.next_attempt_at <= now,
             )
             .values(
-                status="delivering",
+                status=DeliveryStatus.DELIVERING,
                 lease_token=token,
                 # Longer than any attempt can take, so the sweep never sends a second copy
                 # while the first is still in flight.
@@ -289,26 +257,31 @@ def _send(event: WebhookEvent) -> tuple[int | None, float | None, str | None, st
     return answer.status, round(answer.latency_ms, 1), None, excerpt, False
 
 
-def deliver(event_id: str) -> str | None:
+def deliver(event_id: str) -> DeliveryStatus | None:
     """Make one delivery attempt, record it, and schedule the next if it failed."""
     token = _claim(event_id)
     if token is None:
         return None
     event = db.session.get(WebhookEvent, event_id, populate_existing=True)
+    if event is None:  # deleted with its job between the claim and this read
+        db.session.commit()
+        return None
     db.session.commit()  # no transaction stays open during the network call
     started_at = now_utc()
     status_code, latency, error, excerpt, give_up = _send(event)
     now = now_utc()
     delays = retry_delays()
+    values: dict[str, Any] = {}
     if status_code is not None and 200 <= status_code < 300:
-        values: dict[str, Any] = {"status": "delivered", "delivered_at": now}
+        status, values["delivered_at"] = DeliveryStatus.DELIVERED, now
     elif status_code == 410:
-        values = {"status": "gone"}  # the receiver asked us to stop
+        status = DeliveryStatus.GONE  # the receiver asked us to stop
     elif give_up or event.attempt_count > len(delays):
-        values = {"status": "failed"}
+        status = DeliveryStatus.FAILED
     else:
+        status = DeliveryStatus.RETRYING
         delay = delays[event.attempt_count - 1] * random.uniform(0.8, 1.2)
-        values = {"status": "retrying", "next_attempt_at": now + timedelta(seconds=delay)}
+        values["next_attempt_at"] = now + timedelta(seconds=delay)
     with write_transaction():
         db.session.add(
             WebhookAttempt(
@@ -323,17 +296,17 @@ def deliver(event_id: str) -> str | None:
         db.session.execute(
             update(WebhookEvent)
             .where(WebhookEvent.id == event_id, WebhookEvent.lease_token == token)
-            .values(lease_token=None, lease_expires_at=None, **values)
+            .values(status=status, lease_token=None, lease_expires_at=None, **values)
             .execution_options(synchronize_session=False)
         )
     attempt = event.attempt_count
     # The UPDATE went past the session: the object it loaded still says "delivering", and
     # a later read in the same session (a task run inside a request, a test) must not see it.
     db.session.expire(event)
-    if values["status"] == "retrying":
+    if status == DeliveryStatus.RETRYING:
         enqueue_delivery(event_id, delay=(values["next_attempt_at"] - now).total_seconds())
-    log.info("webhook %s attempt %d: %s", event_id, attempt, values["status"])
-    return str(values["status"])
+    log.info("webhook %s attempt %d: %s", event_id, attempt, status)
+    return status
 
 
 def deliveries(job_id: str) -> list[WebhookEvent]:
@@ -355,41 +328,15 @@ def redeliver(job_id: str) -> WebhookEvent:
     with write_transaction():
         db.session.execute(
             update(WebhookEvent)
-            .where(WebhookEvent.id == event.id, WebhookEvent.status != "delivering")
-            .values(status="pending", attempt_count=0, next_attempt_at=now_utc())
+            .where(WebhookEvent.id == event.id, WebhookEvent.status != DeliveryStatus.DELIVERING)
+            .values(status=DeliveryStatus.PENDING, attempt_count=0, next_attempt_at=now_utc())
             .execution_options(synchronize_session=False)
         )
     enqueue_delivery(event.id)
     return db.session.get(WebhookEvent, event.id, populate_existing=True)
 
 
-# -- submission check and upkeep ---------------------------------------------------------
-
-
-def check_submitted_url(url: str | None) -> None:
-    """Refuse a webhook URL that points at a non-public address (422 at submission).
-
-    A host that does not resolve right now is accepted: DNS may be down for a moment, and
-    the same check runs again, authoritatively, before every delivery.
-    """
-    if not url:
-        return
-    allowed = netguard.parse_networks(current_app.config.get("WEBHOOK_ALLOWED_NETWORKS"))
-    try:
-        netguard.resolve(url, allowed)
-    except netguard.UnresolvableURL:
-        return
-    except netguard.UnsafeURL as exc:
-        raise RequestInvalid(
-            [
-                {
-                    "type": "url_not_allowed",
-                    "loc": ["body", "webhook_url"],
-                    "msg": f"URL is not allowed: {exc}",
-                    "input": url,
-                }
-            ]
-        ) from exc
+# -- upkeep ------------------------------------------------------------------------------
 
 
 def sweep(queued_event_ids: set[str] | None, now: datetime | None = None) -> dict[str, int]:
@@ -413,13 +360,13 @@ def sweep(queued_event_ids: set[str] | None, now: datetime | None = None) -> dic
     # out, or at once when its process on this host is gone.
     held = db.session.execute(
         select(WebhookEvent.id, WebhookEvent.lease_token, WebhookEvent.lease_expires_at).where(
-            WebhookEvent.status == "delivering"
+            WebhookEvent.status == DeliveryStatus.DELIVERING
         )
     ).all()
     lease = timedelta(seconds=_lease_seconds())
     for event_id, token, expires in held:
         claimed_at = expires - lease if expires is not None else None
-        if not ((expires is not None and expires <= now) or _holder_is_dead(token, claimed_at)):
+        if not ((expires is not None and expires <= now) or holder_is_dead(token, claimed_at)):
             continue
         with write_transaction():
             result = db.session.execute(
@@ -427,7 +374,7 @@ def sweep(queued_event_ids: set[str] | None, now: datetime | None = None) -> dic
                 .where(WebhookEvent.id == event_id, WebhookEvent.lease_token == token)
                 # next_attempt_at stays as it was (before the claim, so long past): the
                 # re-queue below picks the delivery up in this same sweep.
-                .values(status="retrying", lease_token=None)
+                .values(status=DeliveryStatus.RETRYING, lease_token=None)
                 .execution_options(synchronize_session=False)
             )
         if result.rowcount == 1:
@@ -435,7 +382,7 @@ def sweep(queued_event_ids: set[str] | None, now: datetime | None = None) -> dic
     stale = now - timedelta(seconds=float(current_app.config["STALE_QUEUE_SECONDS"]))
     due = db.session.scalars(
         select(WebhookEvent.id).where(
-            WebhookEvent.status.in_(WAITING), WebhookEvent.next_attempt_at <= stale
+            WebhookEvent.status.in_(CLAIMABLE_DELIVERIES), WebhookEvent.next_attempt_at <= stale
         )
     ).all()
     for event_id in due:

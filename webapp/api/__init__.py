@@ -9,9 +9,9 @@ from flask import Blueprint, Flask, send_from_directory
 from werkzeug.wrappers import Response
 
 from webapp.api import health, jobs, media, models, webhooks
-from webapp.api.docs import CommonHeadersPlugin
+from webapp.api.openapi import CommonHeadersPlugin
 from webapp.extensions import api
-from webapp.params import JobCreate
+from webapp.validation import JobCreate
 
 # Swagger UI's files ship inside a PyPI package, so the docs page works with no network.
 _SWAGGER_DIR = Path(swagger_ui.__file__).parent / "static"

@@ -8,7 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from webapp import health
-from webapp.api.docs import errors
+from webapp.api.openapi import errors
 from webapp.api.schemas import HealthSchema, LiveSchema, ReadySchema
 
 blp = Blueprint("health", __name__, description="Service health")

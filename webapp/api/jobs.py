@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 from werkzeug.routing import BaseConverter
 
 from webapp import jobs, urls
-from webapp.api.docs import (
+from webapp.api.openapi import (
     ERROR_SCHEMAS,
     ERRORS,
     METHOD_NOT_ALLOWED_HEADERS,
@@ -20,8 +20,15 @@ from webapp.api.docs import (
     query_parameters,
     rate_limited,
 )
-from webapp.api.schemas import JobCreatedSchema, JobListSchema, JobSchema, job_status_body
-from webapp.params import JobListArgs, parse_job_create, parse_list_args
+from webapp.api.schemas import (
+    STATUS_JOB_COLUMNS,
+    STATUS_MEDIA_COLUMNS,
+    JobCreatedSchema,
+    JobListSchema,
+    JobSchema,
+    job_status_body,
+)
+from webapp.validation import JobListArgs, parse_job_create, parse_list_args
 
 blp = Blueprint("jobs", __name__, description="Submit generation jobs and follow them")
 
@@ -100,7 +107,8 @@ class JobStatusView(MethodView):
     def get(self, job_id: str) -> Response:
         """Get a job's status, progress and media"""
         # Built without marshmallow (see `job_status_body`); JobSchema documents it.
-        return current_app.json.response(job_status_body(jobs.read_job_status(job_id)))
+        read = jobs.read_job_status(job_id, STATUS_JOB_COLUMNS, STATUS_MEDIA_COLUMNS)
+        return current_app.json.response(job_status_body(read))
 
 
 @blp.route("/jobs")

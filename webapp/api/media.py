@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 from werkzeug.exceptions import PreconditionFailed
 
 from webapp import media as storage
-from webapp.api.docs import errors, header, ref
+from webapp.api.openapi import errors, header, ref
 from webapp.api.schemas import MediaInfoSchema
 from webapp.models import Media
 

@@ -7,7 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from webapp.api.docs import errors
+from webapp.api.openapi import errors
 from webapp.api.schemas import ModelListSchema
 from webapp.providers import available_models, default_model_id
 

@@ -8,7 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from webapp import jobs, webhooks
-from webapp.api.docs import errors
+from webapp.api.openapi import errors
 from webapp.api.schemas import WebhookEventSchema, WebhookListSchema
 from webapp.models import WebhookEvent
 

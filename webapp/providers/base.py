@@ -10,6 +10,7 @@ from PIL import Image
 
 ASPECT_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
 OUTPUT_FORMATS = ("png", "jpg", "webp")
+MAX_SEED = 2_147_483_647  # seeds are 32-bit signed for most models
 
 
 @dataclass(frozen=True)

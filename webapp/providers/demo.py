@@ -9,6 +9,7 @@ from PIL import Image
 
 from webapp.providers.base import (
     ASPECT_RATIOS,
+    MAX_SEED,
     OUTPUT_FORMATS,
     GenerationTask,
     ModelSpec,
@@ -29,7 +30,7 @@ DEMO_MODEL = ModelSpec(
         ParamSpec("height", "integer", 1024, 128, 2048, description="Height in pixels"),
         ParamSpec("aspect_ratio", "enum", "1:1", choices=ASPECT_RATIOS),
         ParamSpec("num_inference_steps", "integer", 4, 1, 50, description="Progress steps"),
-        ParamSpec("seed", "integer", None, 0, 2_147_483_647, description="Random if empty"),
+        ParamSpec("seed", "integer", None, 0, MAX_SEED, description="Random if empty"),
         ParamSpec("output_format", "enum", "png", choices=OUTPUT_FORMATS),
         ParamSpec("output_quality", "integer", 90, 1, 100, description="JPEG/WebP quality"),
         ParamSpec("num_outputs", "integer", 1, 1, 4, description="Images per job"),

@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from webapp.providers.base import ASPECT_RATIOS, ModelSpec, ParamSpec
+from webapp.providers.base import ASPECT_RATIOS, MAX_SEED, ModelSpec, ParamSpec
 from webapp.providers.mapping import ratio_of
 
-MAX_SEED = 2_147_483_647
 RESIZE_KEY = "resize_to"
 
 # What the FLUX.1 models render for each aspect ratio at one megapixel (16-pixel blocks).

@@ -1,4 +1,4 @@
-"""Validation of job requests, with errors in the API guide's 422 shape.
+"""Request validation (job bodies, listing query, webhook URLs) in the guide's 422 shape.
 
 The guide's error shape (`type`, `loc`, `msg`, `input`, "String should have at least 1
 character") is pydantic's, word for word, so pydantic validates requests here instead of a
@@ -15,6 +15,7 @@ import unicodedata
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+from flask import current_app
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -26,12 +27,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from webapp.providers.base import ASPECT_RATIOS, OUTPUT_FORMATS, ModelSpec, ParamSpec
+from webapp import netguard
+from webapp.models import JobStatus
+from webapp.providers.base import ASPECT_RATIOS, MAX_SEED, OUTPUT_FORMATS, ModelSpec, ParamSpec
 
 MAX_PROMPT = 2000
 MAX_URL = 2048
 MAX_METADATA_BYTES = 16 * 1024
-MAX_SEED = 2_147_483_647
 
 # The guide spells two of pydantic's error types in their older, shorter form.
 _TYPE_NAMES = {"greater_than_equal": "greater_equal", "less_than_equal": "less_equal"}
@@ -43,6 +45,16 @@ class RequestInvalid(Exception):
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         super().__init__(f"{len(errors)} validation error(s)")
         self.errors = errors
+
+
+def error_item(kind: str, loc: list[str | int], msg: str, value: Any) -> dict[str, Any]:
+    """One problem as the guide's 422 lists it: `type`, `loc`, `msg`, `input`."""
+    return {"type": kind, "loc": loc, "msg": msg, "input": _json_safe(value)}
+
+
+def invalid(kind: str, loc: list[str | int], msg: str, value: Any) -> RequestInvalid:
+    """A `RequestInvalid` with one problem, to raise."""
+    return RequestInvalid([error_item(kind, loc, msg, value)])
 
 
 class BodyNotJson(Exception):
@@ -220,9 +232,7 @@ class JobListArgs(BaseModel):
 
     page: int = Field(1, ge=1, le=1_000_000)
     per_page: int = Field(20, ge=1, le=100)
-    status: (
-        Literal["pending", "processing", "retrying", "completed", "failed", "cancelled"] | None
-    ) = None
+    status: Literal[tuple(s.value for s in JobStatus)] | None = None  # type: ignore[valid-type]
 
 
 _SPEC_TYPES: dict[str, Any] = {"integer": int, "number": float, "string": str, "boolean": bool}
@@ -254,17 +264,15 @@ def check_model_parameters(spec: ModelSpec, parameters: GenerationParameters | N
 
 def guide_errors(exc: ValidationError, *location: str) -> list[dict[str, Any]]:
     """Turn pydantic's errors into the guide's list, prefixing `loc` with where they were."""
-    errors = []
-    for err in exc.errors(include_url=False, include_context=False):
-        errors.append(
-            {
-                "type": _TYPE_NAMES.get(err["type"], err["type"]),
-                "loc": [*location, *err["loc"]],
-                "msg": err["msg"],
-                "input": _json_safe(err.get("input")),
-            }
+    return [
+        error_item(
+            _TYPE_NAMES.get(err["type"], err["type"]),
+            [*location, *err["loc"]],
+            err["msg"],
+            err.get("input"),
         )
-    return errors
+        for err in exc.errors(include_url=False, include_context=False)
+    ]
 
 
 def _json_safe(value: Any) -> Any:
@@ -302,3 +310,22 @@ def parse_list_args(args: dict[str, Any]) -> JobListArgs:
         return JobListArgs.model_validate(args)
     except ValidationError as exc:
         raise RequestInvalid(guide_errors(exc, "query")) from exc
+
+
+def check_webhook_url(url: str | None) -> None:
+    """Refuse a webhook URL that points at a non-public address (422 at submission).
+
+    A host that does not resolve right now is accepted: DNS may be down for a moment, and
+    the same check runs again, authoritatively, before every delivery.
+    """
+    if not url:
+        return
+    allowed = netguard.parse_networks(current_app.config.get("WEBHOOK_ALLOWED_NETWORKS"))
+    try:
+        netguard.resolve(url, allowed)
+    except netguard.UnresolvableURL:
+        return
+    except netguard.UnsafeURL as exc:
+        raise invalid(
+            "url_not_allowed", ["body", "webhook_url"], f"URL is not allowed: {exc}", url
+        ) from exc
