@@ -1,4 +1,8 @@
-"""Shared fixtures: a fresh instance folder (SQLite files, media) per test, and helpers."""
+"""Shared fixtures: a fresh instance folder (SQLite files, media) per test.
+
+Plain helpers live in tests/helpers.py; the browser fixtures in tests/browser.py, loaded
+here as a plugin (nothing there starts a process or a browser until a test asks for it).
+"""
 
 from __future__ import annotations
 
@@ -20,77 +24,56 @@ for _name in ("DATABASE_URL", "REDIS_URL", "REPLICATE_API_TOKEN", "DARKROOM_PUBL
 from flask import Flask  # noqa: E402
 from flask.testing import FlaskClient  # noqa: E402
 
+from tests.helpers import TEST_CONFIG, FreshSessionClient  # noqa: E402
 from webapp import create_app  # noqa: E402
-from webapp.extensions import huey  # noqa: E402
+from webapp.extensions import db, huey  # noqa: E402
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.browser"]
 
-GUIDE_STATUS_FIELDS = frozenset(
-    {
-        "id",
-        "status",
-        "prompt",
-        "parameters",
-        "created_at",
-        "updated_at",
-        "started_at",
-        "completed_at",
-        "duration_seconds",
-        "retry_count",
-        "error_message",
-        "media",
-        "progress",
-    }
-)
-"""The fields of a job's status that the API guide shows."""
+DATABASE = "darkroom.db"  # the app's SQLite file in its instance folder
 
 
-TEST_CONFIG: dict[str, Any] = {
-    "TESTING": True,
-    "DEMO_STEP_SECONDS": 0,
-    "RETRY_BASE_SECONDS": 0.01,
-    "RETRY_MAX_SECONDS": 0.05,
-    "PUBLIC_URL": "http://darkroom.test",
-    # Tests submit far faster than people; tests/test_ratelimit.py sets real limits.
-    "RATE_LIMIT_CREATE": "100000/minute",
-    "RATE_LIMIT_STATUS": "100000/minute",
-    "ESTIMATE_CACHE_SECONDS": 0,  # tests change the history and read the estimate at once
-}
-"""Settings every in-process test app starts from (plus its own instance folder)."""
+@pytest.fixture(scope="session")
+def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database the migrations in the tree built, once per test process (xdist worker)."""
+    folder = tmp_path_factory.mktemp("template")
+    template = create_app({**TEST_CONFIG, "INSTANCE_PATH": str(folder)})  # AUTO_MIGRATE on
+    with template.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    database = folder / DATABASE
+    # The last connection to close folds SQLite's write-ahead log into the file, so the
+    # file alone is the whole database and a copy of it is a database at the head revision.
+    assert not database.with_name(f"{DATABASE}-wal").exists(), "a connection is still open"
+    return database
 
 
 @pytest.fixture
-def app_config(tmp_path: Path) -> dict[str, Any]:
-    """The test configuration; tests may change it before `app` is built."""
-    return {**TEST_CONFIG, "INSTANCE_PATH": str(tmp_path / "instance")}
+def app_config(tmp_path: Path, migrated_database: Path) -> dict[str, Any]:
+    """The test configuration; tests may change it before `app` is built.
 
-
-class FreshSessionClient(FlaskClient):
-    """A test client whose every request reads the database afresh, as in production.
-
-    A test keeps one app context open, and Flask runs the client's requests inside it, so
-    they share the test's session. Served requests each get a new session; here the shared
-    one forgets what it loaded before each request, so an object a test (or a task it ran
-    in-process) left in it cannot stand in for the row.
+    Its instance folder already holds a copy of the migrated database.
     """
-
-    def open(self, *args: Any, **kwargs: Any) -> Any:
-        from webapp.extensions import db
-
-        db.session.expire_all()
-        return super().open(*args, **kwargs)
+    folder = tmp_path / "instance"
+    folder.mkdir()
+    (folder / DATABASE).write_bytes(migrated_database.read_bytes())
+    return {**TEST_CONFIG, "INSTANCE_PATH": str(folder)}
 
 
 @pytest.fixture
-def app(app_config: dict[str, Any]) -> Iterator[Flask]:
+def app(app_config: dict[str, Any], tmp_path: Path) -> Iterator[Flask]:
     """An app with its own database and media folder, and an empty queue."""
+    # On the copied database there is nothing to migrate. A test that points the app at
+    # another folder or database, or sets AUTO_MIGRATE itself, gets what it asked for.
+    copied = (
+        app_config["INSTANCE_PATH"] == str(tmp_path / "instance")
+        and "SQLALCHEMY_DATABASE_URI" not in app_config
+    )
     huey.flush()
-    app = create_app(app_config)
+    app = create_app({"AUTO_MIGRATE": not copied, **app_config})
     app.test_client_class = FreshSessionClient
     with app.app_context():
         yield app
-        from webapp.extensions import db
-
         db.session.remove()
         db.engine.dispose()
     huey.flush()
@@ -100,30 +83,3 @@ def app(app_config: dict[str, Any]) -> Iterator[Flask]:
 def client(app: Flask) -> FlaskClient:
     """A test client of the app."""
     return app.test_client()
-
-
-def queued_job_ids() -> list[str]:
-    """Job ids waiting in the queue, in order."""
-    return [t.args[0] for t in huey.pending() if t.name.endswith("run_job")]
-
-
-def run_queue(limit: int = 100) -> int:
-    """Run every queued job in this process, as the consumer would; returns how many ran."""
-    from webapp.tasks import run_job
-
-    ran = 0
-    while ran < limit:
-        task = huey.dequeue()
-        if task is None:
-            return ran
-        if task.name.endswith("run_job"):
-            run_job.call_local(*task.args)
-            ran += 1
-    return ran
-
-
-def submit(client: FlaskClient, prompt: str = "a red fox in the snow", **body: Any) -> dict:
-    """Submit a job through the API and return its creation answer."""
-    response = client.post("/api/v1/jobs/generate", json={"prompt": prompt, **body})
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()

@@ -13,7 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import update
 
-from tests.conftest import GUIDE_STATUS_FIELDS, queued_job_ids, run_queue, submit
+from tests.helpers import GUIDE_STATUS_FIELDS, queued_job_ids, run_queue, submit
 from webapp.api.schemas import JobSchema
 from webapp.extensions import db
 from webapp.models import Job, Media

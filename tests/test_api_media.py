@@ -13,7 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
-from tests.conftest import run_queue, submit
+from tests.helpers import run_queue, submit
 from webapp.extensions import db
 from webapp.models import Media, now_utc
 

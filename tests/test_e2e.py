@@ -15,7 +15,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.conftest import GUIDE_STATUS_FIELDS
+from tests.helpers import GUIDE_STATUS_FIELDS
 from tests.procs import API, TERMINAL, Stack, running_stack
 
 pytestmark = pytest.mark.e2e

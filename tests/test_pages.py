@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import run_queue, submit
+from tests.helpers import run_queue, submit
 from webapp.extensions import db
 from webapp.gallery import Cursor, gallery_page, queue_counts
 from webapp.media import media_root

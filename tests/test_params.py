@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.conftest import queued_job_ids, run_queue, submit
+from tests.helpers import queued_job_ids, run_queue, submit
 from webapp.providers.base import ASPECT_RATIOS
 
 GENERATE = "/api/v1/jobs/generate"

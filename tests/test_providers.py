@@ -7,7 +7,7 @@ import hashlib
 import pytest
 from flask import Flask
 
-from tests.conftest import run_queue, submit
+from tests.helpers import run_queue, submit
 from webapp.providers import available_models, default_model_id, get_model
 from webapp.providers.base import GenerationTask
 from webapp.providers.demo import DEMO_MODEL, DemoProvider
