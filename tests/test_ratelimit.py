@@ -189,3 +189,32 @@ def test_a_stuck_lock_holder_delays_requests_by_a_second_at_most(
     finally:
         os.close(holder)
     assert create(client).headers["X-RateLimit-Remaining"] == "1", "counting resumes"
+
+
+def test_limits_are_declared_on_the_views_and_documented_where_they_apply(
+    client: FlaskClient,
+) -> None:
+    """The limits are read off the views, so a renamed view or class keeps its limit; every
+    limited API operation documents its 429, and only those do."""
+    from webapp.ratelimit import declared_limits
+
+    app = client.application
+    declared = declared_limits(app)
+    assert {route: rule for route, rule in declared.items() if route[1] != "HEAD"} == {
+        ("jobs.JobGenerate", "POST"): ("RATE_LIMIT_CREATE", "create"),
+        ("jobs.JobStatusView", "GET"): ("RATE_LIMIT_STATUS", "status"),
+        ("pages.create", "POST"): ("RATE_LIMIT_CREATE", "create"),
+        ("pages.vary", "POST"): ("RATE_LIMIT_CREATE", "create"),
+        ("pages.poll", "GET"): ("RATE_LIMIT_POLL", "poll"),
+    }
+    spec = client.get(f"{API}/openapi.json").get_json()
+    documented = {
+        (path, method.upper())
+        for path, operations in spec["paths"].items()
+        for method, operation in operations.items()
+        if isinstance(operation, dict) and "429" in operation.get("responses", {})
+    }
+    assert documented == {
+        (f"{API}/jobs/generate", "POST"),
+        (f"{API}/jobs/status/{{job_id}}", "GET"),
+    }

@@ -18,7 +18,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from flask import Flask, Response, request
 from limits import RateLimitItem, parse
@@ -36,15 +38,44 @@ def client_ip() -> str:
     return request.remote_addr or "unknown"
 
 
-# Endpoint → (config key, scope). Creating a job from the API, the browser form or "Vary
-# seed" draws on one shared bucket per client.
-LIMITED = {
-    "jobs.JobGenerate": ("RATE_LIMIT_CREATE", "create"),
-    "pages.create": ("RATE_LIMIT_CREATE", "create"),
-    "pages.vary": ("RATE_LIMIT_CREATE", "create"),
-    "jobs.JobStatusView": ("RATE_LIMIT_STATUS", "status"),
-    "pages.poll": ("RATE_LIMIT_POLL", "poll"),
-}
+F = TypeVar("F", bound=Callable[..., Any])
+_RULE = "_darkroom_rate_limit"
+
+
+def limited(config_key: str, scope: str) -> Callable[[F], F]:
+    """Declare a view limited per client by the setting `config_key`, counted in `scope`.
+
+    Views naming the same scope draw on one bucket per client: creating a job from the API,
+    the browser form or "Vary seed" is one `create` scope. The API's views declare it through
+    `webapp.api.openapi.rate_limited`, which also documents the 429. The rule travels with
+    the function, so renaming a view or its class cannot lose it.
+    """
+
+    def mark(fn: F) -> F:
+        setattr(fn, _RULE, (config_key, scope))
+        return fn
+
+    return mark
+
+
+def declared_limits(app: Flask) -> dict[tuple[str, str], tuple[str, str]]:
+    """(endpoint, method) → (config key, scope) for every view marked with `limited`."""
+    found = {}
+    for endpoint, view in app.view_functions.items():
+        view_class = getattr(view, "view_class", None)
+        for rule in app.url_map.iter_rules(endpoint):
+            for method in (rule.methods or set()) - {"OPTIONS"}:
+                fn = view
+                if view_class is not None:
+                    # A class view answers HEAD with its `get` unless it has its own `head`.
+                    name = method.lower()
+                    if name == "head" and not hasattr(view_class, "head"):
+                        name = "get"
+                    fn = getattr(view_class, name, None)
+                declared = getattr(fn, _RULE, None)
+                if declared is not None:
+                    found[(endpoint, method)] = declared
+    return found
 
 
 _STATE_KEY = "darkroom.rate_limit"
@@ -55,9 +86,14 @@ class RateLimited(TooManyRequests):
 
 
 class RateLimits:
-    """Fixed-window limits per client on the endpoints of `LIMITED`, counted in `storage`."""
+    """Fixed-window limits per client on the views marked `limited`, counted in `storage`."""
 
-    def __init__(self, storage: Storage, limits: dict[str, tuple[RateLimitItem, str]], prefix: str):
+    def __init__(
+        self,
+        storage: Storage,
+        limits: dict[tuple[str, str], tuple[RateLimitItem, str]],
+        prefix: str,
+    ):
         self.storage = storage
         self.limits = limits
         self.prefix = prefix
@@ -65,8 +101,8 @@ class RateLimits:
 
     def check(self) -> None:
         """Count this request against its endpoint's limit; raise `RateLimited` past it."""
-        rule = self.limits.get(request.endpoint or "")
-        if rule is None or request.method == "OPTIONS":
+        rule = self.limits.get((request.endpoint or "", request.method))
+        if rule is None:
             return
         item, scope = rule
         key = item.key_for(self.prefix, scope, client_ip())
@@ -110,14 +146,18 @@ class RateLimits:
 
 
 def register_rate_limits(app: Flask) -> None:
-    """Bind the limits of `LIMITED` to shared storage and check them before each request."""
+    """Bind the views' declared limits to shared storage and check them before each request.
+
+    Called after every blueprint is registered: the limits are read off the views.
+    """
     config = app.config
     proxies = int(config.get("TRUSTED_PROXIES") or 0)
     if proxies > 0:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies)  # type: ignore[method-assign]
     uri = config.get("REDIS_URL") or f"darkroom+shm://{Path(app.instance_path) / 'ratelimit.shm'}"
     limits = {
-        endpoint: (parse(str(config[key])), scope) for endpoint, (key, scope) in LIMITED.items()
+        route: (parse(str(config[key])), scope)
+        for route, (key, scope) in declared_limits(app).items()
     }
     rate_limits = RateLimits(storage_from_string(uri), limits, "darkroom")
     app.extensions["darkroom_rate_limits"] = rate_limits

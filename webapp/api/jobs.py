@@ -79,7 +79,7 @@ class JobGenerate(MethodView):
         },
     )
     @errors(blp, 400, 413, 422)
-    @rate_limited(blp)
+    @rate_limited(blp, "RATE_LIMIT_CREATE", "create")
     def post(self) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Queue a generation job"""
         body = parse_job_create(request.get_data())
@@ -103,7 +103,7 @@ class JobStatusView(MethodView):
 
     @blp.response(200, JobSchema)
     @errors(blp, 404)
-    @rate_limited(blp)
+    @rate_limited(blp, "RATE_LIMIT_STATUS", "status")
     def get(self, job_id: str) -> Response:
         """Get a job's status, progress and media"""
         # Built without marshmallow (see `job_status_body`); JobSchema documents it.

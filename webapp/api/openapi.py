@@ -14,6 +14,7 @@ from flask_smorest import Blueprint
 from pydantic import BaseModel
 
 from webapp.api.schemas import DetailErrorSchema, ServerErrorSchema, ValidationErrorSchema
+from webapp.ratelimit import limited
 
 JSON = "application/json"
 
@@ -112,13 +113,14 @@ RATE_LIMIT_HEADERS = {
 """Headers of rate-limited endpoints (on every answer of such an endpoint, 429 included)."""
 
 
-def rate_limited(blp: Blueprint) -> Callable[[Any], Any]:
-    """Document an endpoint limited per client (see `webapp.ratelimit.LIMITED`)."""
+def rate_limited(blp: Blueprint, config_key: str, scope: str) -> Callable[[Any], Any]:
+    """Limit an endpoint per client (`webapp.ratelimit.limited`) and document its 429."""
     name, description = ERRORS[429]
     headers = {"Retry-After": {**RATE_LIMIT_HEADERS["Retry-After"], "required": True}}
-    return blp.alt_response(
+    document = blp.alt_response(
         429, schema=ERROR_SCHEMAS[name], description=description, headers=headers
     )
+    return lambda fn: document(limited(config_key, scope)(fn))
 
 
 METHOD_NOT_ALLOWED_HEADERS = {
