@@ -1,4 +1,7 @@
-"""Media storage: files named by id under the media root, thumbnails, expiry and deletion."""
+"""Media storage: files named by id under the media root, thumbnails, expiry and collection.
+
+Serving the files over HTTP is the views' part (`webapp.api.media`).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from flask import Response, current_app, send_file
+from flask import current_app
 from PIL import Image
 from sqlalchemy import or_, select, update
 
@@ -31,8 +34,6 @@ FORMATS = {
 }
 THUMBNAIL_SIDE = 512
 STORAGE_FOLDERS = ("generated", "thumbnails")
-# Files never change once written (a new picture gets a new id), so caches may keep them.
-CACHE_SECONDS = 86400
 
 
 class MediaNotFound(Exception):
@@ -329,35 +330,3 @@ def delete_media(media_id: str) -> None:
         db.session.delete(media)
     # Files go after the commit: a failed commit must not leave a row without its file.
     remove_files(*paths)
-
-
-def _send(relative: str, mimetype: str, download_name: str, etag: str, download: bool) -> Response:
-    """Stream a stored file with ETag, Last-Modified and Range support."""
-    try:
-        response = send_file(
-            resolve(relative),
-            mimetype=mimetype,
-            download_name=download_name,
-            as_attachment=download,
-            conditional=True,
-            etag=etag,
-            max_age=CACHE_SECONDS,
-        )
-    except FileNotFoundError as exc:
-        raise MediaNotFound(relative) from exc
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
-
-
-def send_media(item: Media, download: bool = False) -> Response:
-    """The media file, named by its id (never by user input)."""
-    name = f"{item.id}{item.file_extension}"
-    return _send(item.storage_path, item.mime_type, name, item.sha256, download)
-
-
-def send_thumbnail(item: Media) -> Response:
-    """The media item's WebP thumbnail."""
-    if not item.thumbnail_path:
-        raise MediaNotFound(item.id)
-    name = f"{item.id}-thumbnail.webp"
-    return _send(item.thumbnail_path, "image/webp", name, f"t-{item.sha256}", False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response
+from flask import Response, send_file
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from werkzeug.exceptions import PreconditionFailed
@@ -15,6 +15,9 @@ from webapp.api.schemas import MediaInfoSchema
 from webapp.models import Media
 
 blp = Blueprint("media", __name__, description="Download and manage generated media")
+
+# Files never change once written (a new picture gets a new id), so caches may keep them.
+CACHE_SECONDS = 86400
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _ETAG = header("The file's entity tag, for `If-None-Match`", {"type": "string", "minLength": 3})
@@ -73,6 +76,38 @@ def _file_responses(what: str, mime_types: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
+def _send(relative: str, mimetype: str, download_name: str, etag: str, download: bool) -> Response:
+    """Stream a stored file with ETag, Last-Modified and Range support."""
+    try:
+        response = send_file(
+            storage.resolve(relative),
+            mimetype=mimetype,
+            download_name=download_name,
+            as_attachment=download,
+            conditional=True,
+            etag=etag,
+            max_age=CACHE_SECONDS,
+        )
+    except FileNotFoundError as exc:
+        raise storage.MediaNotFound(relative) from exc
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def send_media(item: Media, download: bool = False) -> Response:
+    """The media file, named by its id (never by user input)."""
+    name = f"{item.id}{item.file_extension}"
+    return _send(item.storage_path, item.mime_type, name, item.sha256, download)
+
+
+def send_thumbnail(item: Media) -> Response:
+    """The media item's WebP thumbnail."""
+    if not item.thumbnail_path:
+        raise storage.MediaNotFound(item.id)
+    name = f"{item.id}-thumbnail.webp"
+    return _send(item.thumbnail_path, "image/webp", name, f"t-{item.sha256}", False)
+
+
 def _conditional(response: Response) -> Response:
     """The file answer, or our JSON error when the client's `If-Match` failed.
 
@@ -92,7 +127,7 @@ class MediaById(MethodView):
     @errors(blp, 404, 410)
     def get(self, media_id: str) -> Response:
         """Download the file (supports ETag and Range)"""
-        return _conditional(storage.send_media(storage.get_live_media(media_id)))
+        return _conditional(send_media(storage.get_live_media(media_id)))
 
     @blp.response(204)
     @errors(blp, 404)
@@ -109,7 +144,7 @@ class MediaThumbnail(MethodView):
     @errors(blp, 404, 410)
     def get(self, media_id: str) -> Response:
         """Download the WebP thumbnail (supports ETag and Range)"""
-        return _conditional(storage.send_thumbnail(storage.get_live_media(media_id)))
+        return _conditional(send_thumbnail(storage.get_live_media(media_id)))
 
 
 @blp.route("/media/<string:media_id>/info")
