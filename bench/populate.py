@@ -26,6 +26,8 @@ _SENTENCE = (
 WORDS = _SENTENCE.split()
 
 STATUS_MIX = (("completed", 0.92), ("failed", 0.05), ("cancelled", 0.03))
+# The prompt of the one real job (default size, with its media) that make_template keeps.
+TEMPLATE_PROMPT = "a default-size job"
 
 
 def _stamp(dt: datetime) -> str:
@@ -33,7 +35,8 @@ def _stamp(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _parse(text: str) -> datetime:
+def parse_stamp(text: str) -> datetime:
+    """A time as SQLAlchemy's DateTime stored it, read back as an aware UTC datetime."""
     return datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
 
 
@@ -139,14 +142,46 @@ def populate(
     conn = sqlite3.connect(db_path)
     try:
         for table, rows in (("jobs", jobs), ("media", medias)):
-            if not rows:
-                continue
-            cols = list(rows[0])
-            sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-            conn.executemany(sql, [tuple(r[c] for c in cols) for r in rows])
+            if rows:
+                cols = list(rows[0])
+                insert_rows(conn, table, cols, [tuple(r[c] for c in cols) for r in rows])
         conn.commit()
     finally:
         conn.close()
+
+
+def insert_rows(
+    conn: sqlite3.Connection, table: str, cols: list[str], rows: list[tuple[Any, ...]]
+) -> None:
+    """Insert rows given as tuples in the order of `cols` (one executemany)."""
+    sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+    conn.executemany(sql, rows)
+
+
+def make_template(source: Path, target: Path) -> None:
+    """An empty copy of `source` holding only its default-size completed job and its media.
+
+    The job was made by the real web and worker processes, so every column of the rows
+    that `populate` copies from it is as the app writes it.
+    """
+    empty_copy(source, target)
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    try:
+        job = src.execute(
+            "SELECT * FROM jobs WHERE status = 'completed' AND prompt = ?", (TEMPLATE_PROMPT,)
+        ).fetchone()
+        cols = [d[0] for d in src.execute("SELECT * FROM jobs LIMIT 0").description]
+        media = src.execute("SELECT * FROM media WHERE job_id = ?", (job[0],)).fetchall()
+        mcols = [d[0] for d in src.execute("SELECT * FROM media LIMIT 0").description]
+    finally:
+        src.close()
+    dst = sqlite3.connect(target)
+    try:
+        insert_rows(dst, "jobs", cols, [job])
+        insert_rows(dst, "media", mcols, media)
+        dst.commit()
+    finally:
+        dst.close()
 
 
 def gallery_cursor(db_path: Path, rank: int) -> str:
@@ -159,7 +194,7 @@ def gallery_cursor(db_path: Path, rank: int) -> str:
         ).fetchone()
     finally:
         conn.close()
-    raw = f"{_parse(created).isoformat()}|{job_id}".encode()
+    raw = f"{parse_stamp(created).isoformat()}|{job_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

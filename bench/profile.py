@@ -25,9 +25,12 @@ from typing import Any
 
 import psutil
 
-from bench import load, populate
+from bench import load, pages, populate, prepare
+from bench.harness import TINY, Bench, submit
 from bench.load import Spec
-from bench.run import API, TINY, Bench, parse_args
+from bench.run import parse_args
+from bench.throughput import GENERATE, MEDIA_CONNECTIONS
+from tests.procs import API
 
 FIGURES = (
     "status",
@@ -40,6 +43,13 @@ FIGURES = (
     "queue",
     "idle-worker",
 )
+# The page figures, by the name bench/pages.py measures them under.
+PAGE_VARIANTS = {
+    "list-deep": "api_deep",
+    "list-filter": "api_status_filter",
+    "gallery-index": "gallery_index",
+    "gallery-deep": "gallery_deep",
+}
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
@@ -179,25 +189,23 @@ def main(argv: list[str] | None = None) -> int:
         files: list[Path] = []
         pids: list[int] = []
         if a.figure in ("status", "generate", "media"):
-            api = bench.prepare_api_stack()
+            api, status_ids = prepare.api_stack(bench)
             pids = web_pids(api)
             if a.figure == "status":
-                spec = Spec.get(*(f"{API}/jobs/status/{i}" for i in bench.status_ids))
+                spec = Spec.get(*(f"{API}/jobs/status/{i}" for i in status_ids))
             elif a.figure == "generate":
-                body = {"prompt": "a lighthouse", "model": "demo", "parameters": TINY}
-                spec = Spec.post_json(f"{API}/jobs/generate", body)
+                spec = GENERATE
             else:
-                media_id, _, _ = bench.prepare_media(api)
+                media_id, _, _ = prepare.media_file(bench, api)
                 spec = Spec.get(f"{API}/media/{media_id}")
-            conns = 4 if a.figure == "media" else a.connections
+            conns = MEDIA_CONNECTIONS if a.figure == "media" else a.connections
             t = under_load(api.base_url, spec, conns, a.seconds)
             files = record(pids, a.seconds, out, idle=a.idle)
             t.join()
-        elif a.figure in ("list-deep", "list-filter", "gallery-index", "gallery-deep"):
-            api = bench.prepare_api_stack()
+        elif a.figure in PAGE_VARIANTS:
+            api, _ = prepare.api_stack(bench)
             template_db = bench.tmp / "template.db"
-            populate.empty_copy(api.instance / "darkroom.db", template_db)
-            bench.copy_template_rows(api.instance / "darkroom.db", template_db)
+            populate.make_template(api.instance / "darkroom.db", template_db)
             bench.close_stack(api)
             stack = bench.stack("pages")
             db_path = stack.instance / "darkroom.db"
@@ -205,15 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             populate.populate(db_path, a.jobs, populate.read_template(template_db))
             stack.start_web()
             pids = web_pids(stack)
-            spec = {
-                "list-deep": Spec.get(f"{API}/jobs?page={-(-a.jobs // 25)}&per_page=25"),
-                "list-filter": Spec.get(f"{API}/jobs?page=1&per_page=25&status=completed"),
-                "gallery-index": Spec.get("/"),
-                "gallery-deep": Spec.get(
-                    f"/gallery?cursor={populate.gallery_cursor(db_path, int(a.jobs * 0.96))}",
-                    headers={"HX-Request": "true"},
-                ),
-            }[a.figure]
+            spec = pages.VARIANTS[PAGE_VARIANTS[a.figure]](a.jobs, db_path)
             t = under_load(stack.base_url, spec, 1, a.seconds)
             files = record(pids, a.seconds, out, idle=a.idle)
             t.join()
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             stack = bench.stack("queue")
             stack.start_web()
             for i in range(400):
-                bench.submit(stack, TINY, prompt=f"queue job {i}")
+                submit(stack, TINY, prompt=f"queue job {i}")
             worker = stack.start_worker()
             time.sleep(2.0)  # past the consumer's start-up
             pids = [worker.pid]
