@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bench import load, report
+from bench import load, report, targets
 from bench.load import Spec
 
 RESULTS = Path(__file__).parent / "data" / "bench-quick-results.json"
@@ -44,7 +44,7 @@ def results() -> dict[str, Any]:
 
 
 def figures(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {f["key"]: f for f in report.evaluate(r)}
+    return {f["key"]: f for f in targets.evaluate(r)}
 
 
 def test_the_report_has_every_figure_table_and_plot(tmp_path: Path) -> None:

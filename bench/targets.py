@@ -1,0 +1,222 @@
+"""The summary's figures and the 13 targets they are judged by, as one table.
+
+`FIGURES` lists every line of the summary in order: its key (also the key of its value in
+the history), its name, and either a `Bound` it must keep or, for a figure reported without
+a target, what it is read beside. `read` takes each figure's value off the results;
+`evaluate` judges them all the same way.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.load import percentile
+from bench.numbers import PAGE_LABELS, cpu_ms, med, num, pct
+
+OPS: dict[str, Callable[[Any, Any], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    "<": operator.lt,
+    "==": operator.eq,
+}
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A target: the figure's value must stand in relation `op` to `limit`."""
+
+    op: str
+    limit: float
+    unit: str = ""  # how the limit reads: "share" writes 0.8 as 80%, else appended to it
+
+    def limit_text(self) -> str:
+        """The limit as the report writes it: 80%, 1.5x, 100 ms."""
+        return pct(self.limit) if self.unit == "share" else f"{self.limit:g}{self.unit}"
+
+    def text(self) -> str:
+        """The whole target: >= 80%, < 100 ms; an exact count reads as the count alone."""
+        return self.limit_text() if self.op == "==" else f"{self.op} {self.limit_text()}"
+
+    def met(self, value: float | None) -> bool:
+        """True when the value keeps the bound (a value that could not be read does not)."""
+        return value is not None and OPS[self.op](value, self.limit)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One line of the summary; `name` may name fields of its reading's context."""
+
+    key: str
+    name: str
+    target: Bound | str
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A figure's value as read off the results, how it shows, and what its name needs."""
+
+    value: Any
+    shown: str
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+START_P50 = Bound("<", 100, " ms")
+START_P95 = Bound("<", 300, " ms")
+PAGE_TARGET = Bound("<=", 1.5, "x")
+PAGE_NAME = "{page}: p50 at {large:,} / at {small:,}"
+AFTER_IDLE = "submit -> start after {idle_for:.0f}+ s idle"
+
+FIGURES = (
+    Figure("b_over_a", "(b) / (a), calibration", "about 55% on this kind of machine"),
+    Figure("c_over_a", "(c) / (a), calibration", "about 30% on this kind of machine"),
+    Figure("status_over_b", "status throughput / (b)", Bound(">=", 0.8, "share")),
+    Figure("generate_over_c", "generate throughput / (c)", Bound(">=", 0.5, "share")),
+    Figure("generate_errors", "generate errors", Bound("==", 0)),
+    Figure("page_api_page1", PAGE_NAME, PAGE_TARGET),
+    Figure("page_api_deep", PAGE_NAME, PAGE_TARGET),
+    Figure("page_api_status_filter", PAGE_NAME, PAGE_TARGET),
+    Figure("page_gallery_index", PAGE_NAME, PAGE_TARGET),
+    Figure("page_gallery_deep", PAGE_NAME, PAGE_TARGET),
+    Figure("start_idle_p50", "submit -> start, idle queue, p50", START_P50),
+    Figure("start_idle_p95", "submit -> start, idle queue, p95", START_P95),
+    Figure("start_after_idle_p50", AFTER_IDLE + ", p50", START_P50),
+    Figure("start_after_idle_p95", AFTER_IDLE + ", p95", START_P95),
+    Figure("idle_cpu", "idle worker CPU (last 20 s, busiest worker)", Bound("<", 2, "%")),
+    Figure("queue_jobs_per_s", "queue: demo jobs/s through one worker", "vs Huey's no-op rate"),
+    Figure("thumb_ms", "thumbnail of 2048x2048 (resize + WebP)", "vs Pillow's plain thumbnail()"),
+    Figure("media_mb_s", "media download of {mb:.1f} MB", "vs the same file as a static file"),
+    Figure("rss_web", "RSS of web (master + workers) after {jobs:,} jobs", "reported"),
+    Figure("rss_worker", "RSS of worker after {jobs:,} jobs", "reported"),
+)
+TARGETS: dict[str, Bound] = {f.key: f.target for f in FIGURES if isinstance(f.target, Bound)}
+
+
+def evaluate(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every figure of the summary: name, value, target, verdict, and a key for history."""
+    readings = read(r)
+    out = []
+    for f in FIGURES:
+        got = readings.get(f.key)
+        if got is None:  # its phase did not run (skipped for lack of time)
+            continue
+        bound = f.target if isinstance(f.target, Bound) else None
+        out.append(
+            {
+                "key": f.key,
+                "name": f.name.format(**got.context),
+                "value": got.value,
+                "shown": got.shown,
+                "target": bound.text() if bound else f.target,
+                "ok": bound.met(got.value) if bound else None,
+            }
+        )
+    return out
+
+
+def read(r: dict[str, Any]) -> dict[str, Reading]:
+    """The value of every figure the results hold, by key."""
+    readers = (_throughput, _pages, _start, _worker, _media)
+    return {k: v for reader in readers for k, v in reader(r).items()}
+
+
+def _throughput(r: dict[str, Any]) -> dict[str, Reading]:
+    tp = r.get("throughput") or {}
+
+    def rps(name: str) -> float | None:
+        return med(tp[name], "rps") if tp.get(name) else None
+
+    def by_cpu(name: str, base: str) -> str:
+        mine, theirs = cpu_ms(tp.get(name) or []), cpu_ms(tp.get(base) or [])
+        return f"; by web CPU per request: {pct(theirs / mine)}" if mine and theirs else ""
+
+    a, b, c = rps("a_json"), rps("b_read"), rps("c_insert")
+    s, g = rps("status"), rps("generate")
+    out = {}
+    if a and b:
+        out["b_over_a"] = Reading(b / a, pct(b / a))
+    if a and c:
+        out["c_over_a"] = Reading(c / a, pct(c / a))
+    if s and b:
+        p99 = med(tp["status"], "p99_ms")
+        shown = f"{pct(s / b)} ({s:,.0f} vs {b:,.0f} req/s; p99 {p99:.1f} ms)"
+        out["status_over_b"] = Reading(s / b, shown + by_cpu("status", "b_read"))
+    if g and c:
+        shown = f"{pct(g / c)} ({g:,.0f} vs {c:,.0f} req/s)"
+        out["generate_over_c"] = Reading(g / c, shown + by_cpu("generate", "c_insert"))
+        errors = sum(x["errors"] for x in tp["generate"])
+        out["generate_errors"] = Reading(errors, str(errors))
+    return out
+
+
+def _pages(r: dict[str, Any]) -> dict[str, Reading]:
+    pages = (r.get("pages") or {}).get("pages") or {}
+    sizes = (r.get("pages") or {}).get("sizes") or []
+    if len(sizes) != 2:
+        return {}
+    small, large = sizes
+    out = {}
+    for name, by in pages.items():
+        p_small, p_large = by[small]["p50_ms"], by[large]["p50_ms"]
+        ratio = p_large / p_small if p_small else None
+        shown = f"{num(ratio, 2)}x ({p_large:.1f} vs {p_small:.1f} ms)"
+        c_small, c_large = by[small].get("server_cpu_ms"), by[large].get("server_cpu_ms")
+        if c_small and c_large:
+            shown += f"; web CPU per request {c_large / c_small:.2f}x"
+        context = {"page": PAGE_LABELS[name], "small": int(small), "large": int(large)}
+        out[f"page_{name}"] = Reading(ratio, shown, context)
+    return out
+
+
+def _start(r: dict[str, Any]) -> dict[str, Reading]:
+    out = {}
+    idle = [x["from_return_ms"] for x in r.get("start_latency_idle") or []]
+    if idle:
+        p50, p95 = percentile(idle, 50), percentile(idle, 95)
+        out["start_idle_p50"] = Reading(p50, f"{p50:.0f} ms ({len(idle)} jobs)")
+        out["start_idle_p95"] = Reading(p95, f"{p95:.0f} ms")
+    after = r.get("idle") or []
+    if after:
+        lat = [e["latency"]["from_return_ms"] for e in after]
+        context = {"idle_for": min(e["idle_for"] for e in after)}
+        p50, p95 = percentile(lat, 50), percentile(lat, 95)
+        out["start_after_idle_p50"] = Reading(p50, f"{p50:.0f} ms ({len(lat)} workers)", context)
+        out["start_after_idle_p95"] = Reading(p95, f"{p95:.0f} ms", context)
+        cpu = [e["cpu_pct_20s"] for e in after if e.get("cpu_pct_20s") is not None]
+        if cpu:
+            out["idle_cpu"] = Reading(max(cpu), f"{max(cpu):.2f}% of one core")
+    return out
+
+
+def _worker(r: dict[str, Any]) -> dict[str, Reading]:
+    out = {}
+    q, n = r.get("queue"), r.get("noop")
+    if q and n:
+        shown = (
+            f"{q['jobs_per_s']:.1f} jobs/s vs {n['tasks_per_s']:,.0f} no-op tasks/s "
+            f"({pct(q['jobs_per_s'] / n['tasks_per_s'])})"
+        )
+        out["queue_jobs_per_s"] = Reading(q["jobs_per_s"], shown)
+    if t := r.get("thumbs"):
+        ms = t["ms"]
+        d, p = ms["darkroom_make_thumbnail"]["median"], ms["pillow_thumbnail_webp"]["median"]
+        shown = f"{d:.1f} ms vs {p:.1f} ms plain thumbnail() + WebP ({d / p:.2f}x)"
+        out["thumb_ms"] = Reading(d, shown)
+    if rss := r.get("rss"):
+        for key in ("web", "worker"):
+            after_mb, before_mb = rss[f"{key}_after"]["total"], rss[f"{key}_before"]["total"]
+            shown = f"{after_mb:.0f} MB (before: {before_mb:.0f} MB)"
+            out[f"rss_{key}"] = Reading(after_mb, shown, {"jobs": rss["jobs"]})
+    return out
+
+
+def _media(r: dict[str, Any]) -> dict[str, Reading]:
+    m = r.get("media")
+    if not m:
+        return {}
+    dk = med(m["runs"]["darkroom"], "mb_per_s")
+    st = med(m["runs"]["static"], "mb_per_s")
+    shown = f"{dk:,.0f} MB/s vs {st:,.0f} MB/s static ({pct(dk / st if st else None)})"
+    return {"media_mb_s": Reading(dk, shown, {"mb": m["size_bytes"] / 1e6})}
