@@ -11,6 +11,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from webapp import jobs, webhooks
 from webapp import media as storage
+from webapp.api.media import send_media, send_thumbnail
 from webapp.gallery import gallery_page, jobs_by_ids, queue_counts
 from webapp.htmx import fragment, render, wants_partial
 from webapp.models import Job, JobStatus, WebhookEvent, utc_text
@@ -22,8 +23,8 @@ from webapp.pages.forms import (
     ratio_class,
     request_data,
 )
-from webapp.params import RequestInvalid, parse_job_data
 from webapp.providers import available_models, default_model_id, get_model
+from webapp.validation import RequestInvalid, parse_job_data
 
 bp = Blueprint("pages", __name__)
 bp.add_app_template_global(curl_command)
@@ -212,7 +213,7 @@ def redeliver(job_id: str) -> BaseResponse:
 @bp.get("/media/<media_id>")
 def media_file(media_id: str) -> Response:
     """A picture for the pages (same bytes and headers as the API's download)."""
-    return storage.send_media(
+    return send_media(
         storage.get_live_media(media_id), download=request.args.get("download") == "1"
     )
 
@@ -220,4 +221,4 @@ def media_file(media_id: str) -> Response:
 @bp.get("/media/<media_id>/thumbnail")
 def media_thumbnail(media_id: str) -> Response:
     """A thumbnail for the gallery."""
-    return storage.send_thumbnail(storage.get_live_media(media_id))
+    return send_thumbnail(storage.get_live_media(media_id))
