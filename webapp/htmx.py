@@ -1,4 +1,4 @@
-"""htmx helpers: one place decides between a partial and a full page."""
+"""htmx helpers: whether a request wants a fragment, and one way to render for htmx."""
 
 from __future__ import annotations
 
@@ -17,18 +17,8 @@ def wants_partial() -> bool:
     )
 
 
-def render(
-    full_template: str, partial_template: str, status: int = 200, **context: Any
-) -> Response:
-    """Render the partial for htmx, the full page otherwise; caches must tell them apart."""
-    template = partial_template if wants_partial() else full_template
-    response = make_response(render_template(template, **context), status)
-    response.vary.add("HX-Request")
-    return response
-
-
-def fragment(template: str, status: int = 200, **context: Any) -> Response:
-    """Render a partial that is only ever asked for by htmx."""
+def render(template: str, status: int = 200, **context: Any) -> Response:
+    """Render a page or a partial; the URL may answer htmx and a browser differently."""
     response = make_response(render_template(template, **context), status)
     response.vary.add("HX-Request")
     return response

@@ -13,7 +13,7 @@ from webapp import jobs, webhooks
 from webapp import media as storage
 from webapp.api.media import send_media, send_thumbnail
 from webapp.gallery import gallery_page, jobs_by_ids, queue_counts
-from webapp.htmx import fragment, render, wants_partial
+from webapp.htmx import render, wants_partial
 from webapp.models import Job, JobStatus, WebhookEvent, utc_text
 from webapp.pages.forms import (
     FormState,
@@ -82,7 +82,7 @@ def index() -> Response:
         values = prefill(source, new_seed=request.args.get("seed") == "new")
         model_id = source.model
     form = FormState(_model(model_id), values=values)
-    return render("index.html", "index.html", **_page_context(form))
+    return render("index.html", **_page_context(form))
 
 
 @bp.get("/gallery")
@@ -96,7 +96,7 @@ def gallery() -> BaseResponse:
     # A new search replaces every card, so it also sets the poller; a further page only
     # starts it (a running card there), never stops it for the cards above.
     running = any(not j.status_enum.terminal for j in page.jobs)
-    response = fragment(
+    response = render(
         "partials/gallery_page.html",
         page=page,
         filters=filters,
@@ -122,16 +122,16 @@ def create() -> BaseResponse:
     except RequestInvalid as exc:
         form = FormState(spec, values=request.form.to_dict(), errors=errors_by_field(exc.errors))
         if wants_partial():
-            response = fragment(
+            response = render(
                 "partials/create_form.html", 422, form=form, models=available_models()
             )
             response.headers["HX-Retarget"] = "#create-form"
             response.headers["HX-Reswap"] = "outerHTML"
             return response
-        return render("index.html", "index.html", 422, **_page_context(form))
+        return render("index.html", 422, **_page_context(form))
     if not wants_partial():
         return redirect(url_for(".index"), 303)
-    return fragment("partials/created.html", job=job, counts=queue_counts())
+    return render("partials/created.html", job=job, counts=queue_counts())
 
 
 @bp.get("/poll")
@@ -140,7 +140,7 @@ def poll() -> Response:
     cards = jobs_by_ids(request.args.getlist("id"))
     details = jobs_by_ids(request.args.getlist("detail"))
     active = any(not j.status_enum.terminal for j in (*cards, *details))
-    return fragment(
+    return render(
         "partials/poll.html", cards=cards, details=details, counts=queue_counts(), active=active
     )
 
@@ -148,14 +148,14 @@ def poll() -> Response:
 @bp.get("/partials/advanced")
 def advanced() -> Response:
     """The Advanced fields of the chosen model."""
-    return fragment("partials/advanced.html", form=FormState(_model(request.args.get("model"))))
+    return render("partials/advanced.html", form=FormState(_model(request.args.get("model"))))
 
 
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str) -> Response:
     """Everything about one job."""
     job = jobs.get_job(job_id)
-    return render("job.html", "job.html", job=job, curl=curl_command(job), counts=queue_counts())
+    return render("job.html", job=job, curl=curl_command(job), counts=queue_counts())
 
 
 @bp.post("/jobs/<job_id>/cancel")
@@ -166,7 +166,7 @@ def cancel(job_id: str) -> BaseResponse:
     job = jobs.get_job(job_id)
     if not wants_partial():
         return redirect(url_for(".job_page", job_id=job_id), 303)
-    return fragment(
+    return render(
         "partials/cancelled.html",
         job=job,
         view=request.form.get("view"),
@@ -179,7 +179,7 @@ def delete(job_id: str) -> BaseResponse:
     """Delete a job with its files; from its own page, go back to the gallery."""
     jobs.delete_job(job_id)
     if wants_partial():
-        response = fragment("partials/deleted.html", counts=queue_counts())
+        response = render("partials/deleted.html", counts=queue_counts())
         if request.form.get("view") == "detail":
             response.headers["HX-Redirect"] = url_for(".index")
         return response
@@ -207,7 +207,7 @@ def redeliver(job_id: str) -> BaseResponse:
     webhooks.redeliver(job_id)
     if not wants_partial():
         return redirect(url_for(".job_page", job_id=job_id), 303)
-    return fragment("partials/job_detail.html", job=jobs.get_job(job_id))
+    return render("partials/job_detail.html", job=jobs.get_job(job_id))
 
 
 @bp.get("/media/<media_id>")
