@@ -14,7 +14,7 @@ from webapp import media as storage
 from webapp.api.media import send_media, send_thumbnail
 from webapp.gallery import gallery_page, jobs_by_ids, queue_counts
 from webapp.htmx import render, wants_partial
-from webapp.models import Job, JobStatus, WebhookEvent, utc_text
+from webapp.models import JobStatus, any_running, utc_text
 from webapp.pages.forms import (
     FormState,
     curl_command,
@@ -29,12 +29,6 @@ from webapp.validation import RequestInvalid, parse_job_data
 bp = Blueprint("pages", __name__)
 bp.add_app_template_global(curl_command)
 bp.add_app_template_global(ratio_class)
-
-
-@bp.app_template_global()
-def webhook_events(job: Job) -> list[WebhookEvent]:
-    """The job's webhook events with their attempts, for the job page."""
-    return webhooks.deliveries(job.id)
 
 
 STATUS_FILTERS = ("active", *(s.value for s in JobStatus))
@@ -67,7 +61,7 @@ def _page_context(form: FormState) -> dict[str, Any]:
         "filters": filters,
         "page": page,
         "counts": queue_counts(),
-        "active": any(not j.status_enum.terminal for j in page.jobs),
+        "active": any_running(page.jobs),
     }
 
 
@@ -95,13 +89,14 @@ def gallery() -> BaseResponse:
     page = gallery_page(cursor, filters["q"], filters["status"])
     # A new search replaces every card, so it also sets the poller; a further page only
     # starts it (a running card there), never stops it for the cards above.
-    running = any(not j.status_enum.terminal for j in page.jobs)
+    active = any_running(page.jobs)
     response = render(
         "partials/gallery_page.html",
         page=page,
         filters=filters,
         first=not cursor,
-        oob_poller=running or not cursor,
+        oob_poller=active or not cursor,
+        active=active,
     )
     if not cursor:
         # The address bar follows the search, so it can be bookmarked and Back works.
@@ -139,9 +134,12 @@ def poll() -> Response:
     """One request refreshes every running card and detail on the page (out-of-band swaps)."""
     cards = jobs_by_ids(request.args.getlist("id"))
     details = jobs_by_ids(request.args.getlist("detail"))
-    active = any(not j.status_enum.terminal for j in (*cards, *details))
     return render(
-        "partials/poll.html", cards=cards, details=details, counts=queue_counts(), active=active
+        "partials/poll.html",
+        cards=cards,
+        details=details,
+        counts=queue_counts(),
+        active=any_running([*cards, *details]),
     )
 
 
@@ -155,7 +153,7 @@ def advanced() -> Response:
 def job_page(job_id: str) -> Response:
     """Everything about one job."""
     job = jobs.get_job(job_id)
-    return render("job.html", job=job, curl=curl_command(job), counts=queue_counts())
+    return render("job.html", job=job, counts=queue_counts(), active=any_running([job]))
 
 
 @bp.post("/jobs/<job_id>/cancel")
