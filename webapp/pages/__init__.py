@@ -23,15 +23,17 @@ from webapp.pages.forms import (
     ratio_class,
     request_data,
 )
+from webapp.pages.labels import FILTER_OPTIONS, placeholder_label
 from webapp.providers import available_models, default_model_id, get_model
 from webapp.validation import RequestInvalid, parse_job_data
 
 bp = Blueprint("pages", __name__)
 bp.add_app_template_global(curl_command)
 bp.add_app_template_global(ratio_class)
+bp.add_app_template_filter(placeholder_label)
 
-
-STATUS_FILTERS = ("active", *(s.value for s in JobStatus))
+# The filter's options, and any single status a link may name (`?status=pending`).
+STATUS_FILTERS = frozenset({*FILTER_OPTIONS, *(s.value for s in JobStatus)})
 
 
 @bp.app_template_filter("iso")
@@ -62,6 +64,7 @@ def _page_context(form: FormState) -> dict[str, Any]:
         "page": page,
         "counts": queue_counts(),
         "active": any_running(page.jobs),
+        "filter_options": FILTER_OPTIONS,
     }
 
 
