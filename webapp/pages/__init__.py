@@ -13,7 +13,7 @@ from webapp import jobs, webhooks
 from webapp import media as storage
 from webapp.api.media import send_media, send_thumbnail
 from webapp.gallery import gallery_page, jobs_by_ids, queue_counts
-from webapp.htmx import render, wants_partial
+from webapp.htmx import HTMX_CONFIG, render, wants_partial
 from webapp.models import JobStatus, any_running, utc_text
 from webapp.pages.forms import (
     FormState,
@@ -34,6 +34,12 @@ bp.add_app_template_filter(placeholder_label)
 
 # The filter's options, and any single status a link may name (`?status=pending`).
 STATUS_FILTERS = frozenset({*FILTER_OPTIONS, *(s.value for s in JobStatus)})
+
+
+@bp.app_context_processor
+def htmx_settings() -> dict[str, Any]:
+    """The htmx configuration every page carries."""
+    return {"htmx_config": HTMX_CONFIG}
 
 
 @bp.app_template_filter("iso")
