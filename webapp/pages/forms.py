@@ -16,8 +16,6 @@ from webapp.providers.mapping import nearest_aspect_ratio
 
 # Fields the form shows outside the "Advanced" section.
 MAIN_FIELDS = ("aspect_ratio",)
-# The API's global parameters a model may lack; shown only when the model takes them.
-TEXT_FIELDS = ("negative_prompt",)
 
 
 @dataclass
