@@ -18,12 +18,12 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import func, select, update
 
-from webapp.database import write_transaction
+from webapp.database import rows_changed, write_transaction
 from webapp.extensions import db
 from webapp.media import StoredImage, remove_files, remove_stored
 from webapp.models import CLAIMABLE_STATUSES, Job, JobStatus, now_utc
 from webapp.queue import enqueue_job
-from webapp.signals import job_finished
+from webapp.signals import announce_finished
 from webapp.workers import local_worker_is_dead, worker_identity
 
 log = logging.getLogger(__name__)
@@ -62,16 +62,12 @@ def _fenced(claim: Claim) -> Any:
     )
 
 
-def _finished(job_id: str) -> None:
-    job_finished.send(current_app._get_current_object(), job_id=job_id)
-
-
 def claim_job(job_id: str, worker_id: str | None = None) -> Claim | None:
     """Take a waiting job for this worker; None when it is not (or no longer) waiting."""
     now = now_utc()
     claim = Claim(job_id=job_id, token=str(uuid.uuid4()), worker_id=worker_id or worker_identity())
     with write_transaction():
-        result = db.session.execute(
+        changed = rows_changed(
             update(Job)
             .where(
                 Job.id == job_id,
@@ -89,7 +85,7 @@ def claim_job(job_id: str, worker_id: str | None = None) -> Claim | None:
             )
             .execution_options(synchronize_session=False)
         )
-    return claim if result.rowcount == 1 else None
+    return claim if changed == 1 else None
 
 
 def renew_lease(claim: Claim, progress: float | None = None) -> bool:
@@ -99,17 +95,17 @@ def renew_lease(claim: Claim, progress: float | None = None) -> bool:
     if progress is not None:
         values["progress"] = round(max(0.0, min(100.0, progress)), 1)
     with write_transaction():
-        result = db.session.execute(_fenced(claim).values(**values))
-    return result.rowcount == 1
+        changed = rows_changed(_fenced(claim).values(**values))
+    return changed == 1
 
 
 def remember_provider_job_id(claim: Claim, provider_job_id: str) -> bool:
     """Commit the provider's id at once, so a retry resumes it instead of paying twice."""
     with write_transaction():
-        result = db.session.execute(
+        changed = rows_changed(
             _fenced(claim).values(provider_job_id=provider_job_id, updated_at=now_utc())
         )
-    return result.rowcount == 1
+    return changed == 1
 
 
 # -- outputs ----------------------------------------------------------------------------
@@ -164,7 +160,7 @@ def complete_job(claim: Claim, outputs: list[StoredImage]) -> bool:
     now = now_utc()
     try:
         with write_transaction():
-            result = db.session.execute(
+            changed = rows_changed(
                 _fenced(claim).values(
                     status=JobStatus.COMPLETED,
                     progress=100.0,
@@ -175,14 +171,14 @@ def complete_job(claim: Claim, outputs: list[StoredImage]) -> bool:
                     updated_at=now,
                 )
             )
-            if result.rowcount != 1:
+            if changed != 1:
                 raise _FenceRefused
             db.session.add_all(out.to_media(claim.job_id, i, now) for i, out in enumerate(outputs))
     except _FenceRefused:
         for out in outputs:
             remove_files(out.storage_path, out.thumbnail_path)
         return False
-    _finished(claim.job_id)
+    announce_finished(claim.job_id)
     return True
 
 
@@ -210,7 +206,7 @@ def fail_attempt(
     if transient and job.retry_count < job.max_retries:
         delay = retry_delay(job.retry_count, retry_after)
         with write_transaction():
-            result = db.session.execute(
+            changed = rows_changed(
                 _fenced(claim)
                 .where(Job.retry_count < Job.max_retries)
                 .values(
@@ -223,11 +219,11 @@ def fail_attempt(
                     updated_at=now,
                 )
             )
-        if result.rowcount == 1:
+        if changed == 1:
             enqueue_job(claim.job_id, delay=delay)
             return JobStatus.RETRYING
     with write_transaction():
-        result = db.session.execute(
+        changed = rows_changed(
             _fenced(claim).values(
                 status=JobStatus.FAILED,
                 completed_at=now,
@@ -242,9 +238,9 @@ def fail_attempt(
                 updated_at=now,
             )
         )
-    if result.rowcount != 1:
+    if changed != 1:
         return None
-    _finished(claim.job_id)
+    announce_finished(claim.job_id)
     return JobStatus.FAILED
 
 

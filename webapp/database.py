@@ -7,17 +7,24 @@ import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, CursorResult, Engine
+from sqlalchemy.sql.expression import Executable
 
 from webapp.config import PROJECT_ROOT
 from webapp.extensions import db
 
 MIGRATIONS = PROJECT_ROOT / "migrations"
+
+
+def rows_changed(statement: Executable) -> int:
+    """Run an UPDATE or DELETE in the session; how many rows it changed."""
+    result = db.session.execute(statement)
+    return cast(CursorResult[Any], result).rowcount
 
 
 def sqlite_engine_options() -> dict[str, Any]:

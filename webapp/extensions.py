@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from flask_migrate import Migrate
 from flask_smorest import Api
@@ -19,6 +20,13 @@ class Base(DeclarativeBase):
 
 # Objects stay readable after a commit without a reload (and a new read snapshot).
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
+
+# The models' base: Flask-SQLAlchemy's `db.Model` (table names, the session binding) is built
+# at run time from `Base`, so type checkers are shown `Base`, which declares the same mapping.
+if TYPE_CHECKING:
+    Model = Base
+else:
+    Model = db.Model
 migrate = Migrate()
 api = Api()
 

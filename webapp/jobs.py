@@ -14,15 +14,14 @@ import math
 import secrets
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from flask import current_app
-from sqlalchemy import Select, bindparam, delete, select, update
+from sqlalchemy import RowMapping, Select, Table, bindparam, delete, select, update
 from sqlalchemy.orm import joinedload, selectinload
 
-from webapp.database import single_read, write_transaction
+from webapp.database import rows_changed, single_read, write_transaction
 from webapp.extensions import db
 from webapp.job_counts import count_active, count_jobs
 from webapp.media import remove_files
@@ -31,7 +30,7 @@ from webapp.providers import available_models, default_model_id
 from webapp.providers.base import MAX_SEED
 from webapp.providers.mapping import resolve_parameters
 from webapp.queue import enqueue_job, enqueue_upstream_cancel
-from webapp.signals import job_finished
+from webapp.signals import announce_finished
 from webapp.validation import JobCreate, check_model_parameters, check_webhook_url, invalid
 
 log = logging.getLogger(__name__)
@@ -62,7 +61,7 @@ def get_job(job_id: str) -> Job:
 class JobStatusRead:
     """A job's columns and its media's, as plain mappings (see `read_job_status`)."""
 
-    job: Mapping[str, Any]
+    job: RowMapping
     media: list[dict[str, Any]]
 
 
@@ -114,7 +113,7 @@ _SUBMITTED_COLUMNS = {
         "created_at", "updated_at",
     )
 }  # fmt: skip
-_INSERT_JOB = Job.__table__.insert()
+_INSERT_JOB = cast(Table, Job.__table__).insert()
 
 
 def submit_job(request: JobCreate, client_ip: str | None = None) -> Job:
@@ -248,10 +247,10 @@ def list_jobs(page: int, per_page: int, status: str | None = None) -> JobPage:
             stmt = select(Job.id).where(*where).order_by(*oldest_first)
             stmt = stmt.offset(total - offset - limit).limit(limit)
             ids = list(reversed(list(db.session.scalars(stmt))))
-    rows = {}
+    rows: dict[str, Job] = {}
     if ids:
-        stmt = select(Job).options(selectinload(Job.media)).where(Job.id.in_(ids))
-        rows = {job.id: job for job in db.session.scalars(stmt)}
+        load = select(Job).options(selectinload(Job.media)).where(Job.id.in_(ids))
+        rows = {job.id: job for job in db.session.scalars(load)}
     return JobPage([rows[i] for i in ids if i in rows], total, page, per_page)
 
 
@@ -262,7 +261,7 @@ def cancel_job(job_id: str) -> Job:
     """Cancel a waiting or running job at once; the fence keeps a late result out."""
     now = now_utc()
     with write_transaction():
-        result = db.session.execute(
+        changed = rows_changed(
             update(Job)
             .where(Job.id == job_id, Job.status.in_(ACTIVE_STATUSES))
             .values(
@@ -277,11 +276,11 @@ def cancel_job(job_id: str) -> Job:
     job = db.session.get(Job, job_id, populate_existing=True)
     if job is None:
         raise JobNotFound(job_id)
-    if result.rowcount != 1:
+    if changed != 1:
         raise JobNotCancellable(job.status)
     if job.provider_job_id:
         enqueue_upstream_cancel(job.id)
-    job_finished.send(current_app._get_current_object(), job_id=job.id)
+    announce_finished(job.id)
     return job
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import JSON, DateTime, ForeignKey, Index, LargeBinary, String, T
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from webapp.extensions import db
+from webapp.extensions import Model
 
 
 def now_utc() -> datetime:
@@ -116,7 +116,7 @@ class DeliveryStatus(enum.StrEnum):
 CLAIMABLE_DELIVERIES = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
 
 
-class Job(db.Model):
+class Job(Model):
     """One generation request and its progress through the state machine."""
 
     __tablename__ = "jobs"
@@ -178,7 +178,7 @@ class Job(db.Model):
         return round((self.completed_at - self.started_at).total_seconds(), 3)
 
 
-class Media(db.Model):
+class Media(Model):
     """A stored output file of a job, with its thumbnail."""
 
     __tablename__ = "media"
@@ -217,7 +217,7 @@ def media_expired(expires_at: datetime | None, purged_at: datetime | None, now: 
     return purged_at is not None or (expires_at is not None and expires_at <= now)
 
 
-class WorkerBeat(db.Model):
+class WorkerBeat(Model):
     """A queue consumer process and when it last said it was alive."""
 
     __tablename__ = "worker_beats"
@@ -229,7 +229,7 @@ class WorkerBeat(db.Model):
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)
 
 
-class WebhookEvent(db.Model):
+class WebhookEvent(Model):
     """One event to tell a job's webhook: its stable id and the exact bytes to send."""
 
     __tablename__ = "webhook_events"
@@ -255,7 +255,7 @@ class WebhookEvent(db.Model):
     )
 
 
-class WebhookAttempt(db.Model):
+class WebhookAttempt(Model):
     """One try at delivering an event, as the receiver answered it."""
 
     __tablename__ = "webhook_attempts"

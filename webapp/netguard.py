@@ -205,7 +205,7 @@ def post(
     # byte at a time would never time out. A watchdog shuts the socket at the deadline.
     sockets: list[socket.socket] = []
     fired = threading.Event()
-    pool.ConnectionCls = _watched(pool.ConnectionCls, sockets)  # type: ignore[misc]
+    pool.ConnectionCls = _watched(pool.ConnectionCls, sockets)
     watchdog = threading.Timer(total_timeout, _shut, (sockets, fired))
     watchdog.daemon = True
     started = time.monotonic()
@@ -252,7 +252,7 @@ def post(
 def _watched(base: type, sockets: list[socket.socket]) -> type:
     """A connection class that hands its socket to the watchdog once connected."""
 
-    class Watched(base):  # type: ignore[valid-type, misc]
+    class Watched(base):
         def connect(self) -> None:
             super().connect()
             sockets.append(self.sock)

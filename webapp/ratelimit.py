@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, request
 from limits import RateLimitItem, parse
@@ -65,7 +65,7 @@ def declared_limits(app: Flask) -> dict[tuple[str, str], tuple[str, str]]:
         view_class = getattr(view, "view_class", None)
         for rule in app.url_map.iter_rules(endpoint):
             for method in (rule.methods or set()) - {"OPTIONS"}:
-                fn = view
+                fn: Any = view
                 if view_class is not None:
                     # A class view answers HEAD with its `get` unless it has its own `head`.
                     name = method.lower()
@@ -159,7 +159,9 @@ def register_rate_limits(app: Flask) -> None:
         route: (parse(str(config[key])), scope)
         for route, (key, scope) in declared_limits(app).items()
     }
-    rate_limits = RateLimits(storage_from_string(uri), limits, "darkroom")
+    # A synchronous storage: the URI schemes used here are never the `async+` ones.
+    storage = cast(Storage, storage_from_string(uri))
+    rate_limits = RateLimits(storage, limits, "darkroom")
     app.extensions["darkroom_rate_limits"] = rate_limits
     app.before_request(rate_limits.check)
     app.after_request(rate_limits.headers)

@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 
 from flask import Flask, Request, Response, request
-from flask.sessions import SecureCookieSessionInterface, SessionMixin
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 
 csrf = CSRFProtect()
@@ -45,7 +45,7 @@ class PagesSessionInterface(SecureCookieSessionInterface):
     serializer and checks the cookie on every request, 7% of a status read.
     """
 
-    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
         if request.path.startswith("/api/"):
             return self.make_null_session(app)
         return super().open_session(app, request)

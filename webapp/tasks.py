@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask, has_app_context
 from huey import crontab
 
 from webapp import attempts, webhooks
@@ -25,6 +25,7 @@ from webapp.media import purge_expired, store_image, sweep_orphan_files
 from webapp.models import Job, JobStatus, WorkerBeat, now_utc
 from webapp.providers import get_model, provider_for
 from webapp.providers.base import GenerationTask, LeaseLost, ProviderError
+from webapp.signals import this_app
 from webapp.workers import split_identity, worker_identity
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def run_job(job_id: str) -> None:
     if spec is None:
         attempts.fail_attempt(claim, f"Model {job.model} is not available", transient=False)
         return
-    heartbeat = _Heartbeat(current_app._get_current_object(), claim)
+    heartbeat = _Heartbeat(this_app(), claim)
     heartbeat.start()
     last_report = [0.0]
 

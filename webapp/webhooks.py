@@ -27,7 +27,7 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.exc import IntegrityError
 
 from webapp import netguard, urls
-from webapp.database import write_transaction
+from webapp.database import rows_changed, write_transaction
 from webapp.extensions import db
 from webapp.models import (
     CLAIMABLE_DELIVERIES,
@@ -204,7 +204,7 @@ def _claim(event_id: str) -> str | None:
     now = now_utc()
     token = holder_token()
     with write_transaction():
-        result = db.session.execute(
+        changed = rows_changed(
             update(WebhookEvent)
             .where(
                 WebhookEvent.id == event_id,
@@ -221,7 +221,7 @@ def _claim(event_id: str) -> str | None:
             )
             .execution_options(synchronize_session=False)
         )
-    return token if result.rowcount == 1 else None
+    return token if changed == 1 else None
 
 
 def _send(event: WebhookEvent) -> tuple[int | None, float | None, str | None, str | None, bool]:
@@ -333,7 +333,10 @@ def redeliver(job_id: str) -> WebhookEvent:
             .execution_options(synchronize_session=False)
         )
     enqueue_delivery(event.id)
-    return db.session.get(WebhookEvent, event.id, populate_existing=True)
+    fresh = db.session.get(WebhookEvent, event.id, populate_existing=True)
+    if fresh is None:  # deleted with its job meanwhile
+        raise NoWebhook(job_id)
+    return fresh
 
 
 # -- upkeep ------------------------------------------------------------------------------
@@ -369,7 +372,7 @@ def sweep(queued_event_ids: set[str] | None, now: datetime | None = None) -> dic
         if not ((expires is not None and expires <= now) or holder_is_dead(token, claimed_at)):
             continue
         with write_transaction():
-            result = db.session.execute(
+            changed = rows_changed(
                 update(WebhookEvent)
                 .where(WebhookEvent.id == event_id, WebhookEvent.lease_token == token)
                 # next_attempt_at stays as it was (before the claim, so long past): the
@@ -377,7 +380,7 @@ def sweep(queued_event_ids: set[str] | None, now: datetime | None = None) -> dic
                 .values(status=DeliveryStatus.RETRYING, lease_token=None)
                 .execution_options(synchronize_session=False)
             )
-        if result.rowcount == 1:
+        if changed == 1:
             log.info("webhook %s: the claim of a stopped worker was released", event_id)
     stale = now - timedelta(seconds=float(current_app.config["STALE_QUEUE_SECONDS"]))
     due = db.session.scalars(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app, request
+from flask import current_app, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from werkzeug.routing import BaseConverter
+from werkzeug.sansio.response import Response as SansioResponse
 
 from webapp import jobs, urls
 from webapp.api.openapi import (
@@ -104,7 +105,7 @@ class JobStatusView(MethodView):
     @blp.response(200, JobSchema)
     @errors(blp, 404)
     @rate_limited(blp, "RATE_LIMIT_STATUS", "status")
-    def get(self, job_id: str) -> Response:
+    def get(self, job_id: str) -> SansioResponse:
         """Get a job's status, progress and media"""
         # Built without marshmallow (see `job_status_body`); JobSchema documents it.
         read = jobs.read_job_status(job_id, STATUS_JOB_COLUMNS, STATUS_MEDIA_COLUMNS)

@@ -68,7 +68,9 @@ def _size(spec: ModelSpec, requested: dict[str, Any], warnings: list[str]) -> di
     """Decide width and height: explicit sizes win, else the aspect ratio at the base size."""
     width, height = requested.get("width"), requested.get("height")
     aspect = requested.get("aspect_ratio")
-    low, high = int(spec.param("width").minimum or 128), int(spec.param("width").maximum or 2048)
+    bounds = spec.param("width")
+    low = int(bounds.minimum or 128) if bounds else 128
+    high = int(bounds.maximum or 2048) if bounds else 2048
     if width and height:
         if aspect and abs(ratio_of(aspect) - width / height) > 0.01:
             warnings.append(

@@ -43,7 +43,7 @@ def draw_mountains(draw: ImageDraw.ImageDraw, plan: Plan, backdrop: bool = False
         colour = mix(haze, near, (0.2 + 0.3 * f) if backdrop else (0.3 + 0.7 * f))
         if backdrop:
             top = h * (0.5 + 0.12 * f + rng.uniform(-0.05, 0.03))
-            bottom, base = h * (0.75 + 0.1 * f), h + 2
+            bottom, base = h * (0.75 + 0.1 * f), h + 2.0
         elif water:
             top = hy - hy * rng.uniform(0.3, 0.42) * (1 - 0.35 * f)
             bottom, base = hy - hy * 0.02 * (1 - f), hy + 1
