@@ -7,7 +7,7 @@ export PORT
 export DARKROOM_PUBLIC_URL ?= http://localhost:$(PORT)
 export DARKROOM_ENVIRONMENT ?= development
 
-.PHONY: run test lint fmt init clean bench screenshots
+.PHONY: run test check lint fmt init clean bench screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ run: init  ## web + worker from the Procfile on http://localhost:$(PORT)
 # servers and browsers, so this fits two cores well (plain `pytest` runs them one by one).
 test: $(VENV)/.dev  ## the whole test suite
 	$(BIN)/python -m pytest -n 3 --dist loadfile
+
+# The loop to run before every commit: lint, format, types, and the in-process tests (no
+# browser, no started web/worker processes; see the markers in pyproject.toml).
+check: lint $(VENV)/.dev  ## ruff, format check, mypy and the fast tests (about a minute)
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -n 2 -q -m "not e2e and not browser"
 
 bench: $(VENV)/.dev  ## measure speed and cost: docs/benchmarks.md and docs/bench-*.png (< 10 min)
 	$(BIN)/python -m bench.run
