@@ -27,7 +27,6 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
-SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
 
 
 class UnsafeURL(ValueError):
