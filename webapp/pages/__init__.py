@@ -25,6 +25,7 @@ from webapp.pages.forms import (
 )
 from webapp.pages.labels import FILTER_OPTIONS, placeholder_label
 from webapp.providers import available_models, default_model_id, get_model
+from webapp.ratelimit import limited
 from webapp.validation import RequestInvalid, parse_job_data
 
 bp = Blueprint("pages", __name__)
@@ -116,6 +117,7 @@ def gallery() -> BaseResponse:
 
 
 @bp.post("/jobs")
+@limited("RATE_LIMIT_CREATE", "create")
 def create() -> BaseResponse:
     """Submit the create form through the same domain function as the API."""
     spec = _model(request.form.get("model"))
@@ -139,6 +141,7 @@ def create() -> BaseResponse:
 
 
 @bp.get("/poll")
+@limited("RATE_LIMIT_POLL", "poll")
 def poll() -> Response:
     """One request refreshes every running card and detail on the page (out-of-band swaps)."""
     cards = jobs_by_ids(request.args.getlist("id"))
@@ -194,6 +197,7 @@ def delete(job_id: str) -> BaseResponse:
 
 
 @bp.post("/jobs/<job_id>/vary")
+@limited("RATE_LIMIT_CREATE", "create")
 def vary(job_id: str) -> BaseResponse:
     """Submit the same settings again with a new seed, and open the new job."""
     source = jobs.get_job(job_id)
