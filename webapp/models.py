@@ -161,11 +161,6 @@ class Job(Model):
     )
 
     @property
-    def status_enum(self) -> JobStatus:
-        """The status as an enum member (kept for templates until they use `status`)."""
-        return self.status
-
-    @property
     def media_or_none(self) -> list[Media] | None:
         """The outputs, or None while there are none (as the API guide shows)."""
         return list(self.media) or None

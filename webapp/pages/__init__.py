@@ -89,12 +89,18 @@ def index() -> Response:
     return render("index.html", **_page_context(form))
 
 
+def _index_url(filters: dict[str, str]) -> str:
+    """The index page's address with these filters (empty ones left out)."""
+    values: dict[str, Any] = {k: v for k, v in filters.items() if v}
+    return url_for(".index", **values)
+
+
 @bp.get("/gallery")
 def gallery() -> BaseResponse:
     """One gallery page (search, filter, infinite scroll); full page without htmx."""
     filters = _filters()
     if not wants_partial():
-        return redirect(url_for(".index", **{k: v for k, v in filters.items() if v}))
+        return redirect(_index_url(filters))
     cursor = request.args.get("cursor")
     page = gallery_page(cursor, filters["q"], filters["status"])
     # A new search replaces every card, so it also sets the poller; a further page only
@@ -110,9 +116,7 @@ def gallery() -> BaseResponse:
     )
     if not cursor:
         # The address bar follows the search, so it can be bookmarked and Back works.
-        response.headers["HX-Push-Url"] = url_for(
-            ".index", **{k: v for k, v in filters.items() if v}
-        )
+        response.headers["HX-Push-Url"] = _index_url(filters)
     return response
 
 
