@@ -1,4 +1,9 @@
-"""Browser fixtures: the real stack, Debian's Chromium through Playwright, and a page watcher.
+"""Browser fixtures and helpers: the real stack, Debian's Chromium through Playwright, a
+page watcher, and readers of what the pages show.
+
+tests/conftest.py loads this module as a plugin, so every test file may ask for `stack`,
+`browser`, `pages`, `page` and `city`; nothing starts until a test asks. Each browser test
+file gets a stack of its own (module scope), and no test relies on another having run.
 
 Every page a test opens is watched: console errors and warnings, uncaught exceptions,
 Content-Security-Policy violations and unexpected dialogs (an `alert` from an injected
@@ -24,6 +29,7 @@ from playwright.sync_api import (
     Dialog,
     Page,
     Route,
+    expect,
     sync_playwright,
 )
 from playwright.sync_api import Error as PlaywrightError
@@ -45,6 +51,9 @@ STEP_SECONDS = 0.15  # the demo model's pace per step: slow enough to watch prog
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 SMALL = {"width": 128, "height": 128, "num_inference_steps": 1}  # quick jobs for seeding
+SLOW = {**SMALL, "num_inference_steps": 50}  # the longest a demo job runs: about 7.5 s
+CARDS = "#gallery > .card"
+COUNTER = re.compile(r"(\d+) waiting · (\d+) running")
 
 # Runs before any script of every document, outside the page's CSP (Playwright injects it).
 WATCH_SCRIPT = """
@@ -201,11 +210,18 @@ class Pages:
         return problems
 
 
+@contextlib.contextmanager
+def started_stack(folder: Path) -> Iterator[Stack]:
+    """The Procfile's real web and worker processes on a fresh folder, the worker ready."""
+    with running_stack(folder, step_seconds=STEP_SECONDS) as started:
+        started.wait_for_worker(timeout=15)
+        yield started
+
+
 @pytest.fixture(scope="module", name="stack")
 def stack_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The Procfile's real web and worker processes, shared by a test module."""
-    with running_stack(tmp_path_factory.mktemp("browser"), step_seconds=STEP_SECONDS) as started:
-        started.wait_for_worker(timeout=15)
+    """The real stack, shared by a test module (its tests leave each other's jobs alone)."""
+    with started_stack(tmp_path_factory.mktemp("browser")) as started:
         yield started
 
 
@@ -239,6 +255,23 @@ def pages_fixture(browser: Browser, stack: Stack) -> Iterator[Pages]:
 def page_fixture(pages: Pages) -> Page:
     """A watched desktop page (1280x900, light)."""
     return pages.new()
+
+
+@pytest.fixture(scope="module")
+def city(stack: Stack) -> dict[str, Any]:
+    """A completed 16:9 job with a fixed seed and a parameter the demo model ignores."""
+    job_id = stack.submit(
+        "A futuristic cityscape at night",
+        parameters={
+            "seed": 4242,
+            "aspect_ratio": "16:9",
+            "num_inference_steps": 2,
+            "guidance_scale": 7.5,
+        },
+    )["id"]
+    body = stack.wait_terminal([job_id], timeout=30)[job_id]
+    assert body["status"] == "completed", body
+    return body
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -376,6 +409,66 @@ def wait_images_loaded(page: Page, selector: str = "img") -> None:
         "sel => [...document.querySelectorAll(sel)].every(i => i.complete && i.naturalWidth > 0)",
         arg=selector,
     )
+
+
+def fill_form(page: Page, prompt: str, aspect_ratio: str | None = None, **advanced: Any) -> None:
+    """Type a prompt and set fields of the create form (opening Advanced when needed)."""
+    page.locator("textarea[name=prompt]").fill(prompt)
+    if aspect_ratio:
+        page.locator("select[name=aspect_ratio]").select_option(aspect_ratio)
+    if advanced and page.locator("details.advanced[open]").count() == 0:
+        page.locator("details.advanced > summary").click()
+    for name, value in advanced.items():
+        field = page.locator(f"#create-form [name={name}]")
+        if field.evaluate("el => el.tagName") == "SELECT":
+            field.select_option(str(value))
+        else:
+            field.fill(str(value))
+
+
+def new_card_id(page: Page, prompt: str, timeout: float = 2000) -> str:
+    """The id of the card at the top of the gallery, once it shows `prompt`."""
+    first = page.locator(CARDS).first
+    expect(first.locator(".card-prompt")).to_have_text(prompt, timeout=timeout)
+    return (first.get_attribute("id") or "").removeprefix("card-")
+
+
+def card_state(page: Page, job_id: str) -> dict[str, Any]:
+    """What a card shows right now."""
+    return page.evaluate(
+        """id => {
+            const card = document.getElementById("card-" + id);
+            if (!card) return null;
+            const bar = card.querySelector("progress");
+            const img = card.querySelector("img.card-img");
+            return {
+                status: card.querySelector(".badge").textContent.trim(),
+                progress: bar ? bar.value : null,
+                image: img ? img.complete && img.naturalWidth > 0 : false,
+                cancel: !!card.querySelector("form.card-actions button"),
+                counter: document.getElementById("queue-counter").textContent,
+            };
+        }""",
+        job_id,
+    )
+
+
+def counter(page: Page) -> tuple[int, int]:
+    """The queue counter's (waiting, running)."""
+    text = page.locator("#queue-counter").inner_text()
+    match = COUNTER.search(text)
+    assert match, text
+    return int(match[1]), int(match[2])
+
+
+def assert_polling_stopped(page: Page, seconds: float = 3.0) -> None:
+    """No request to /poll for `seconds` once nothing on the page runs."""
+    expect(page.locator("#poller")).to_have_attribute("data-active", "false")
+    assert page.locator("#poller").get_attribute("hx-get") is None
+    quiet_from = page_clock(page)
+    page.wait_for_timeout(seconds * 1000)
+    left = polls(page, since=quiet_from)
+    assert left == [], f"polling went on after every job ended: {left}"
 
 
 def no_horizontal_scroll(page: Page) -> bool:
