@@ -260,7 +260,12 @@ def test_a_poll_answered_after_a_search_changed_the_gallery_is_dropped(
 
 def test_a_poll_answered_after_its_card_left_the_page_is_dropped(page: Page, stack: Stack) -> None:
     """The same with the poller still on the page: the answer is dropped, polling goes on."""
-    job_id, held, _ = running_card_with_its_poll_held(page, stack, "a lantern on the water")
+    # The held poll is answered when it arrives, while the job surely runs: read only at
+    # its release, a busy machine could have finished the job by then.
+    job_id, held, early = running_card_with_its_poll_held(
+        page, stack, "a lantern on the water", read_early=True
+    )
+    assert "badge-processing" in early or "badge-pending" in early, early
 
     page.locator(f"#card-{job_id}").evaluate("card => card.remove()")
     held.release_first()
@@ -269,7 +274,6 @@ def test_a_poll_answered_after_its_card_left_the_page_is_dropped(page: Page, sta
     held.stop()
     # The next poll asks about what is on the page now: nothing runs there, so polling stops.
     expect(page.locator("#poller")).to_have_attribute("data-active", "false")
-    assert stack.status(job_id)["status"] in ("pending", "processing"), "the job ended too soon"
 
 
 def test_a_poll_read_before_a_cancel_does_not_show_the_job_running_again(
