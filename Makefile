@@ -6,6 +6,10 @@ PORT ?= 8000
 export PORT
 export DARKROOM_PUBLIC_URL ?= http://localhost:$(PORT)
 export DARKROOM_ENVIRONMENT ?= development
+# Let Python keep compiled modules (some machines set PYTHONDONTWRITEBYTECODE): every test
+# process, and every web and worker process the tests start, would otherwise compile our
+# modules and pytest would rewrite the tests' asserts again each time.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: run test check lint fmt init clean bench screenshots
 
@@ -27,8 +31,9 @@ run: init  ## web + worker from the Procfile on http://localhost:$(PORT)
 	@echo "Darkroom on http://localhost:$(PORT)  (API docs: http://localhost:$(PORT)/api/v1/docs)"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port $(PORT) --procfile Procfile
 
-# Three test processes, one test file each at a time: much of the suite waits on real
-# servers and browsers, so this fits two cores well (plain `pytest` runs them one by one).
+# Three test processes, one test file each at a time (the browser files together, on one
+# stack: tests/conftest.py): much of the suite waits on real servers and browsers, so this
+# fits two cores well (plain `pytest` runs them one by one).
 test: $(VENV)/.dev  ## the whole test suite
 	$(BIN)/python -m pytest -n 3 --dist loadfile
 

@@ -2,8 +2,9 @@
 page watcher, and readers of what the pages show.
 
 tests/conftest.py loads this module as a plugin, so every test file may ask for `stack`,
-`browser`, `pages`, `page` and `city`; nothing starts until a test asks. Each browser test
-file gets a stack of its own (module scope), and no test relies on another having run.
+`browser`, `pages`, `page` and `city`; nothing starts until a test asks. The browser tests
+of a test process share one stack and one Chromium (session scope), and no test relies on
+another having run.
 
 Every page a test opens is watched: console errors and warnings, uncaught exceptions,
 Content-Security-Policy violations and unexpected dialogs (an `alert` from an injected
@@ -218,14 +219,15 @@ def started_stack(folder: Path) -> Iterator[Stack]:
         yield started
 
 
-@pytest.fixture(scope="module", name="stack")
+@pytest.fixture(scope="session", name="stack")
 def stack_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The real stack, shared by a test module (its tests leave each other's jobs alone)."""
+    """The real stack, shared by the browser tests of a test process (they leave each other's
+    jobs alone; `make test` runs them all in one process, see tests/conftest.py)."""
     with started_stack(tmp_path_factory.mktemp("browser")) as started:
         yield started
 
 
-@pytest.fixture(scope="module", name="browser")
+@pytest.fixture(scope="session", name="browser")
 def browser_fixture() -> Iterator[Browser]:
     """Debian's headless Chromium, driven by Playwright (never a downloaded browser)."""
     if not CHROMIUM.exists():

@@ -83,3 +83,20 @@ def app(app_config: dict[str, Any], tmp_path: Path) -> Iterator[Flask]:
 def client(app: Flask) -> FlaskClient:
     """A test client of the app."""
     return app.test_client()
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`pytest -n N --dist loadfile` (what `make test` runs), with the browser files as one.
+
+    Each file goes to one process, so its module fixtures are built once; the browser files
+    go to one process together, so they share one stack and one Chromium (tests/browser.py)
+    instead of starting one of each per file.
+    """
+    from xdist.scheduler import LoadFileScheduling
+
+    class FilesAndBrowser(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/test_browser_*" if path.startswith("tests/test_browser_") else path
+
+    return FilesAndBrowser(config, log)
