@@ -1,10 +1,7 @@
 """The job page in the browser: everything about a job, Remix, Vary seed, Delete, Cancel,
 and a failed job's error.
 
-Debian's headless Chromium against the Procfile's gunicorn + huey_consumer, one stack for
-this file (tests/browser.py); no test relies on another's jobs. Every page is watched: a
-console error or warning, an uncaught exception, a CSP violation or an unexpected dialog
-fails the test that opened the page.
+The stack, Chromium and the watch on every page: tests/browser.py.
 """
 
 from __future__ import annotations
