@@ -8,7 +8,7 @@ Procfile's gunicorn and huey_consumer, hammers the API with parallel creates, st
 and listings while the worker completes the jobs, and expects no 5xx, no failed request
 and no "database is locked" anywhere.
 
-`DARKROOM_LOAD_SECONDS` (default 20) sets how long the load lasts and
+`DARKROOM_LOAD_SECONDS` (default 10; more for a soak) sets how long the load lasts and
 `DARKROOM_LOAD_THREADS` (default 12) how many clients send it.
 """
 
@@ -34,7 +34,7 @@ from tests.procs import API, Stack, running_stack
 from webapp.database import write_transaction
 from webapp.extensions import db
 
-LOAD_SECONDS = float(os.environ.get("DARKROOM_LOAD_SECONDS") or 20)
+LOAD_SECONDS = float(os.environ.get("DARKROOM_LOAD_SECONDS") or 10)
 THREADS = int(os.environ.get("DARKROOM_LOAD_THREADS") or 12)
 # At most this many creates a second from each client, so the worker (two threads on a
 # small box) finishes the backlog soon after the load stops.
