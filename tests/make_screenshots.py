@@ -13,11 +13,10 @@ from typing import Any
 
 from playwright.sync_api import Page, sync_playwright
 
+from tests.browser import DESKTOP, PHONE
 from tests.procs import PROJECT_ROOT, Stack, running_stack
 
 SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
 
 # Oldest first (the gallery shows newest first): (prompt, aspect ratio, seed). The wide
 # featured picture is the oldest, so the first row of the gallery is even.

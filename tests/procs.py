@@ -199,11 +199,6 @@ class Stack:
         if sig == signal.SIGKILL:
             self.worker.wait(10)
 
-    def restart_worker(self) -> subprocess.Popen[bytes]:
-        """Stop the current worker (if it still runs) and start a fresh one."""
-        self.stop_worker()
-        return self.start_worker()
-
     def close(self) -> None:
         """Stop every process this stack started, newest first."""
         for proc, _ in reversed(self.started):
