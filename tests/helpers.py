@@ -6,10 +6,15 @@ is imported; pytest always loads it first.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from flask.testing import FlaskClient
 
+from webapp.config import PROJECT_ROOT
 from webapp.extensions import huey
 
 GUIDE_STATUS_FIELDS = frozenset(
@@ -87,3 +92,21 @@ def submit(client: FlaskClient, prompt: str = "a red fox in the snow", **body: A
     response = client.post("/api/v1/jobs/generate", json={"prompt": prompt, **body})
     assert response.status_code == 201, response.get_json()
     return response.get_json()
+
+
+def run_python(
+    code: str, instance: Path, timeout: float = 60, **settings: str
+) -> subprocess.CompletedProcess[str]:
+    """Run Python code in a fresh interpreter from the project root, on its own instance
+    folder and SQLite files (no Redis, no DATABASE_URL), with extra environment settings."""
+    env = {**os.environ, "DARKROOM_INSTANCE_PATH": str(instance), **settings}
+    env.pop("REDIS_URL", None)
+    env.pop("DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

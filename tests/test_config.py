@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers import run_python
 from webapp import create_app
 from webapp.config import PROJECT_ROOT, Defaults, check_settings
 from webapp.extensions import db
@@ -97,20 +95,7 @@ def test_no_retries_is_a_valid_choice(app_config: dict[str, Any]) -> None:
 @pytest.mark.parametrize("entry", ["import wsgi", "import webapp.worker"])
 def test_the_processes_refuse_to_start_on_a_bad_setting(entry: str, tmp_path: Path) -> None:
     """The web and worker entry points stop at once, with the setting's name in the output."""
-    env = {
-        **os.environ,
-        "DARKROOM_INSTANCE_PATH": str(tmp_path / "instance"),
-        "DARKROOM_ORPHAN_FILE_GRACE_SECONDS": "an hour",
-    }
-    env.pop("REDIS_URL", None)
-    done = subprocess.run(
-        [sys.executable, "-c", entry],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_python(entry, tmp_path / "instance", DARKROOM_ORPHAN_FILE_GRACE_SECONDS="an hour")
     assert done.returncode != 0
     assert "DARKROOM_ORPHAN_FILE_GRACE_SECONDS: expected a whole number" in done.stderr
     # Nothing was written before the check: no database appeared.

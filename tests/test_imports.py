@@ -9,13 +9,10 @@ fast without hiding anything of ours.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import run_python
 
 SCRIPT = textwrap.dedent(
     """
@@ -60,21 +57,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_every_module_imports_first_and_in_any_order(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "DARKROOM_INSTANCE_PATH": str(tmp_path / "instance"),
-        "DARKROOM_AUTO_MIGRATE": "false",
-    }
-    env.pop("REDIS_URL", None)
-    env.pop("DATABASE_URL", None)
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    done = run_python(SCRIPT, tmp_path / "instance", timeout=240, DARKROOM_AUTO_MIGRATE="false")
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
     modules = int(done.stdout.split()[0])
     assert modules >= 40, done.stdout  # the walk found the package's modules

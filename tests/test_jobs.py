@@ -11,13 +11,15 @@ from datetime import timedelta
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from PIL import Image
+from sqlalchemy import text
 
 from tests.helpers import TEST_CONFIG, queued_job_ids, run_queue, submit
 from webapp import attempts, jobs
 from webapp.extensions import db, huey
 from webapp.media import media_root, store_image
-from webapp.models import Job, Media, now_utc
+from webapp.models import DeliveryStatus, Job, JobStatus, Media, WebhookEvent, now_utc
 from webapp.queue import enqueue_job
 from webapp.signals import job_finished
 from webapp.tasks import _Heartbeat
@@ -409,3 +411,31 @@ class TestListing:
             page += 1
         assert seen == [j.id for j in wanted]
         assert result.pages == page and not jobs.list_jobs(page + 1, 5, status).items
+
+
+def test_statuses_are_enums_in_python_and_the_same_lowercase_text_in_the_database(
+    app: Flask, client: FlaskClient
+) -> None:
+    """`Job.status` and `WebhookEvent.status` read back as enum members; rows keep the text."""
+    created = submit(client)
+    job = db.session.get(Job, created["id"])
+    assert job is not None and job.status is JobStatus.PENDING
+    claim = attempts.claim_job(job.id)
+    assert claim is not None
+    attempts.fail_attempt(claim, "boom", transient=False)
+    db.session.add(
+        WebhookEvent(
+            id="msg_test", job_id=job.id, event_type="job.failed", url="https://x.test/",
+            body=b"{}", status=DeliveryStatus.RETRYING,
+        )
+    )  # fmt: skip
+    db.session.commit()
+    db.session.expire_all()
+    job = db.session.get(Job, created["id"])
+    event = db.session.get(WebhookEvent, "msg_test")
+    assert job is not None and job.status is JobStatus.FAILED
+    assert event is not None and event.status is DeliveryStatus.RETRYING
+    raw = db.session.execute(
+        text("SELECT j.status, e.status FROM jobs j JOIN webhook_events e ON e.job_id = j.id")
+    ).one()
+    assert tuple(raw) == ("failed", "retrying")

@@ -272,3 +272,15 @@ class TestJobPageExtras:
         assert _convert("true", "boolean") is True
         assert _convert("false", "boolean") is False
         assert _convert("maybe", "boolean") == "maybe"
+
+
+def test_status_labels_and_filter_options_come_from_one_python_list(client: FlaskClient) -> None:
+    """The filter's options are `FILTER_OPTIONS` in order, and every status has a label."""
+    from webapp.models import JobStatus
+    from webapp.pages.labels import FILTER_OPTIONS, STATUS_LABELS
+
+    assert set(STATUS_LABELS) == set(JobStatus)
+    page = client.get("/").get_data(as_text=True)
+    select = page.split('<select id="status-filter"', 1)[1].split("</select>", 1)[0]
+    options = re.findall(r'<option value="([^"]*)"[^>]*>([^<]*)</option>', select)
+    assert options == [("", "All"), *FILTER_OPTIONS.items()]
