@@ -227,7 +227,9 @@ def running_card_with_its_poll_held(
     """
     wait_idle(stack)
     job_id = stack.submit(prompt, parameters=SLOW)["id"]
-    held = Held(page, r"/poll\?", read_early=read_early)
+    # Every poll, also one that names no card (`/poll` alone once the card left the page):
+    # a later poll let through would undo the held answer's effect before it is read.
+    held = Held(page, r"/poll(\?|$)", read_early=read_early)
     page.goto("/")
     return job_id, held, held.wait(f"id={job_id}")
 
