@@ -6,6 +6,7 @@ here as a plugin (nothing there starts a process or a browser until a test asks 
 
 from __future__ import annotations
 
+import collections
 import os
 import tempfile
 from collections.abc import Iterator
@@ -85,18 +86,43 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+def _scope(nodeid: str) -> str:
+    """The unit `make test` hands to one process: a file, or all the browser files together."""
+    path = nodeid.split("::", 1)[0]
+    return "tests/test_browser_*" if path.startswith("tests/test_browser_") else path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The files that start real processes first, those with the most such tests foremost.
+
+    They take most of the suite's time, mostly waiting on their processes, so started first
+    they run alongside each other and the many quick in-process files fill the gaps around
+    them. (xdist would otherwise hand out the files with the most tests first, leaving a
+    long file of few tests, such as test_chaos.py, to run alone at the end.) Within a file
+    the order stays as written; every worker sorts alike, so their collections still match.
+    """
+    heavy: collections.Counter[str] = collections.Counter(
+        _scope(item.nodeid)
+        for item in items
+        if item.get_closest_marker("e2e") or item.get_closest_marker("browser")
+    )
+    order = {scope: n for n, scope in enumerate(dict.fromkeys(_scope(i.nodeid) for i in items))}
+    items.sort(key=lambda item: (-heavy[_scope(item.nodeid)], order[_scope(item.nodeid)]))
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """`pytest -n N --dist loadfile` (what `make test` runs), with the browser files as one.
 
     Each file goes to one process, so its module fixtures are built once; the browser files
     go to one process together, so they share one stack and one Chromium (tests/browser.py)
-    instead of starting one of each per file.
+    instead of starting one of each per file. The files are handed out in the collection's
+    order (see pytest_collection_modifyitems), not by their number of tests.
     """
     from xdist.scheduler import LoadFileScheduling
 
     class FilesAndBrowser(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return "tests/test_browser_*" if path.startswith("tests/test_browser_") else path
+            return _scope(nodeid)
 
+    config.option.loadscopereorder = False
     return FilesAndBrowser(config, log)

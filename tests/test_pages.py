@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import update
 
 from tests.helpers import run_queue, submit
 from webapp.extensions import db
@@ -247,6 +248,21 @@ class TestJobPageExtras:
         html = client.get(f"/jobs/{job['id']}").get_data(as_text=True)
         assert "http://127.0.0.1:9/hook" in html and event_id in html
         assert "badge-webhook-retrying" in html and "1 attempt" in html
+        assert "Send again" not in html  # a retry waits: sending now would send it twice
+        answer = post_form(client, f"/jobs/{job['id']}/webhooks/redeliver", {})
+        assert answer.status_code == 200
+        assert "badge-webhook-retrying" in answer.get_data(as_text=True)
+        # Once it has failed for good, it can be sent again.
+        app.config["WEBHOOK_RETRY_DELAYS"] = ""
+        db.session.execute(
+            update(WebhookEvent)
+            .where(WebhookEvent.id == event_id)
+            .values(next_attempt_at=now_utc())
+        )
+        db.session.commit()
+        webhooks.deliver(event_id)
+        html = client.get(f"/jobs/{job['id']}").get_data(as_text=True)
+        assert "badge-webhook-failed" in html and "Send again" in html
         answer = post_form(client, f"/jobs/{job['id']}/webhooks/redeliver", {})
         assert answer.status_code == 200
         assert "badge-webhook-pending" in answer.get_data(as_text=True)

@@ -118,8 +118,11 @@ def test_every_limited_answer_carries_the_headers(client: FlaskClient) -> None:
     reset = int(refused.headers["X-RateLimit-Reset"])
     assert 0 < reset - time.time() <= 61
     assert 0 < int(refused.headers["Retry-After"]) <= 60
+    # The listing and the webhook log read statuses too: the same bucket, spent.
+    assert client.get(f"{API}/jobs").status_code == 429
+    assert client.get(f"{API}/jobs/{job['id']}/webhooks").status_code == 429
     # Endpoints without a limit carry none of it.
-    assert "X-RateLimit-Limit" not in client.get(f"{API}/jobs").headers
+    assert "X-RateLimit-Limit" not in client.get(f"{API}/models").headers
 
 
 def test_a_broken_counter_store_lets_requests_through(
@@ -203,9 +206,15 @@ def test_limits_are_declared_on_the_views_and_documented_where_they_apply(
     assert {route: rule for route, rule in declared.items() if route[1] != "HEAD"} == {
         ("jobs.JobGenerate", "POST"): ("RATE_LIMIT_CREATE", "create"),
         ("jobs.JobStatusView", "GET"): ("RATE_LIMIT_STATUS", "status"),
+        ("jobs.Jobs", "GET"): ("RATE_LIMIT_STATUS", "status"),
+        ("webhooks.JobWebhooks", "GET"): ("RATE_LIMIT_STATUS", "status"),
+        ("webhooks.JobWebhookRedeliver", "POST"): ("RATE_LIMIT_CREATE", "create"),
         ("pages.create", "POST"): ("RATE_LIMIT_CREATE", "create"),
         ("pages.vary", "POST"): ("RATE_LIMIT_CREATE", "create"),
+        ("pages.redeliver", "POST"): ("RATE_LIMIT_CREATE", "create"),
         ("pages.poll", "GET"): ("RATE_LIMIT_POLL", "poll"),
+        ("pages.job_page", "GET"): ("RATE_LIMIT_POLL", "poll"),
+        ("pages.gallery", "GET"): ("RATE_LIMIT_SEARCH", "search"),
     }
     spec = client.get(f"{API}/openapi.json").get_json()
     documented = {
@@ -217,4 +226,7 @@ def test_limits_are_declared_on_the_views_and_documented_where_they_apply(
     assert documented == {
         (f"{API}/jobs/generate", "POST"),
         (f"{API}/jobs/status/{{job_id}}", "GET"),
+        (f"{API}/jobs", "GET"),
+        (f"{API}/jobs/{{job_id}}/webhooks", "GET"),
+        (f"{API}/jobs/{{job_id}}/webhooks/redeliver", "POST"),
     }

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import ssl
 import stat
@@ -26,15 +27,15 @@ import pytest
 import trustme
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import delete, update
+from sqlalchemy import delete, func, select, update
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.helpers import submit
 from tests.procs import running_stack
 from tests.webhook_receiver import HUGE, Received, Receiver, Reply, Unanswered
-from webapp import __version__, attempts, create_app, tasks, webhooks
+from webapp import __version__, attempts, create_app, jobs, tasks, webhooks
 from webapp.extensions import db, huey
-from webapp.models import Job, WebhookEvent, now_utc
+from webapp.models import Job, WebhookAttempt, WebhookEvent, now_utc
 
 API = "/api/v1"
 SMALL = {"width": 128, "height": 128, "num_inference_steps": 1}
@@ -755,6 +756,41 @@ def test_redelivery_is_refused_without_a_finished_job_with_a_webhook(
         response = client.post(f"{API}/jobs/{job_id}/webhooks/redeliver")
         assert response.status_code == 409, response.get_json()
     assert receiver.requests == []
+
+
+def test_a_job_deleted_while_its_webhook_is_sent_ends_the_delivery_quietly(
+    app: Flask, client: FlaskClient, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The job goes while the receiver holds the POST: no crash, no attempt left behind."""
+    receiver.reply(Reply(200, delay=1.0))
+    job_id = submit(client, parameters=SMALL, webhook_url=receiver.url())["id"]
+    tasks.run_job.call_local(job_id)
+    event_id = webhooks.event_id_for(job_id)
+    outcome: list[Any] = []
+
+    def deliver() -> None:
+        with app.app_context():
+            outcome.append(webhooks.deliver(event_id))
+
+    caplog.set_level("INFO", logger="webapp.webhooks")
+    sender = threading.Thread(target=deliver)
+    sender.start()
+    receiver.wait_for(1)
+    jobs.delete_job(job_id)
+    sender.join(10)
+    assert outcome == [None]
+    fresh_reads()
+    assert db.session.scalar(select(func.count()).select_from(WebhookAttempt)) == 0
+    assert db.session.get(WebhookEvent, event_id) is None
+    assert any("not recorded" in r.getMessage() for r in caplog.records), caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+    # A delivery whose event is already gone when it starts sends nothing at all.
+    job_id = submit(client, parameters=SMALL, webhook_url=receiver.url())["id"]
+    tasks.run_job.call_local(job_id)
+    jobs.delete_job(job_id)
+    assert webhooks.deliver(webhooks.event_id_for(job_id)) is None
+    assert len(receiver.requests) == 1
 
 
 # -- where the connection goes ------------------------------------------------------------

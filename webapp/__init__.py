@@ -33,6 +33,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     from webapp import pages
     from webapp.api import api_blueprints, register_api
+    from webapp.bodies import register_bodies
     from webapp.cli import register_cli
     from webapp.database import MIGRATIONS, register_database, upgrade_schema
     from webapp.errors import register_errors
@@ -46,6 +47,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     register_database(app)
     if app.config["AUTO_MIGRATE"]:
         upgrade_schema(app)
+    register_bodies(app)
     register_api(app)
     register_security(app, api_blueprints())
     app.register_blueprint(pages.bp)

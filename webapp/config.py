@@ -44,7 +44,8 @@ class Defaults:
     AUTO_MIGRATE = True
     RATE_LIMIT_CREATE = "10/minute"  # job creation per client IP (API and browser together)
     RATE_LIMIT_STATUS = "60/minute"  # API status reads per client IP
-    RATE_LIMIT_POLL = "600/minute"  # the browser's own live-update polling
+    RATE_LIMIT_POLL = "600/minute"  # the browser's live updates and job pages
+    RATE_LIMIT_SEARCH = "120/minute"  # gallery pages: search, filter, scrolling
     TRUSTED_PROXIES = 0  # reverse proxies in front whose X-Forwarded-For is believed
     WEBHOOK_SECRET = ""  # empty: generated once into the instance folder
     WEBHOOK_ALLOWED_NETWORKS = ""  # CIDRs that webhooks may reach although not public
@@ -53,6 +54,8 @@ class Defaults:
     WEBHOOK_CONNECT_TIMEOUT = 5.0
     WEBHOOK_TIMEOUT = 15.0
     MAX_CONTENT_LENGTH = 1024 * 1024
+    MIN_FREE_DISK_MB = 500  # below this much free space on the media disk, new jobs get 503
+    MAX_STORAGE_GB = 0.0  # >0: new jobs get 503 once the media pictures total this much
     # flask-smorest: the OpenAPI document and the docs page live under /api/v1.
     API_TITLE = "Darkroom"
     API_VERSION = "v1"
@@ -126,7 +129,7 @@ def check_settings(config: dict[str, Any]) -> None:
             problems.append(f"DARKROOM_{key}: expected {kind} {least}, got {value!r}")
             continue
         config[key] = int(number) if whole else number
-    for key in ("RATE_LIMIT_CREATE", "RATE_LIMIT_STATUS", "RATE_LIMIT_POLL"):
+    for key in ("RATE_LIMIT_CREATE", "RATE_LIMIT_STATUS", "RATE_LIMIT_POLL", "RATE_LIMIT_SEARCH"):
         if key in config and not _rate_limit(config[key]):
             problems.append(
                 f"DARKROOM_{key}: expected a limit such as 10/minute, got {config[key]!r}"

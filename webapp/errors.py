@@ -11,9 +11,9 @@ from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from webapp.jobs import JobNotCancellable, JobNotFound
-from webapp.media import MediaExpired, MediaNotFound
+from webapp.media import MediaExpired, MediaNotFound, StorageUnavailable
 from webapp.validation import BodyNotJson, RequestInvalid
-from webapp.webhooks import NoWebhook
+from webapp.webhooks import DeliveryInProgress, NoWebhook
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,10 @@ def register_errors(app: Flask) -> None:
     def no_webhook(exc: NoWebhook) -> Any:
         return _page_or_json(409, "Job has no webhook_url or has not finished yet")
 
+    @app.errorhandler(DeliveryInProgress)
+    def delivery_in_progress(exc: DeliveryInProgress) -> Any:
+        return _page_or_json(409, "A delivery of this event is already waiting or running")
+
     @app.errorhandler(MediaNotFound)
     def media_not_found(exc: MediaNotFound) -> Any:
         return _page_or_json(404, "Media not found")
@@ -91,6 +95,15 @@ def register_errors(app: Flask) -> None:
     @app.errorhandler(MediaExpired)
     def media_expired(exc: MediaExpired) -> Any:
         return _page_or_json(410, "Media has expired")
+
+    @app.errorhandler(StorageUnavailable)
+    def storage_unavailable(exc: StorageUnavailable) -> Any:
+        detail = f"New jobs are paused: {exc}. Try again later."
+        response = _page_or_json(503, detail)
+        if isinstance(response, Response):
+            response.headers["Retry-After"] = str(StorageUnavailable.RETRY_AFTER)
+            return response
+        return (*response, {"Retry-After": str(StorageUnavailable.RETRY_AFTER)})
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import func, literal, select, tuple_
 from sqlalchemy.orm import selectinload
@@ -38,8 +38,11 @@ class Cursor:
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
             stamp, job_id = raw.split("|", 1)
-            return cls(datetime.fromisoformat(stamp), job_id[:36])
-        except (ValueError, UnicodeDecodeError, binascii.Error):
+            when = datetime.fromisoformat(stamp)
+            # Compared with UTC times: a forged offset may push the date out of range.
+            when = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+            return cls(when, job_id[:36])
+        except (ValueError, OverflowError, UnicodeDecodeError, binascii.Error):
             return None
 
 

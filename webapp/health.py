@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
-import tempfile
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +11,7 @@ from flask import current_app
 from sqlalchemy import select, text
 
 from webapp.extensions import db, huey
-from webapp.media import media_root
+from webapp.media import storage_problem
 from webapp.models import WorkerBeat, now_utc
 
 log = logging.getLogger(__name__)
@@ -70,15 +68,12 @@ def queue_ok() -> bool:
 
 
 def storage_ok() -> bool:
-    """The media folder exists and accepts a file."""
-    root = media_root()
-    try:
-        with tempfile.NamedTemporaryFile(dir=root, prefix=".health-"):
-            pass
-        return os.access(root, os.W_OK)
-    except OSError:
-        log.warning("storage check failed", exc_info=True)
-        return False
+    """Media can be stored: the folder takes a file, with free space above the floor and
+    the total under its cap (`webapp.media.storage_problem`)."""
+    problem = storage_problem()
+    if problem:
+        log.warning("storage check failed: %s", problem)
+    return problem is None
 
 
 def worker_seen() -> bool:

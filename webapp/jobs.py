@@ -24,7 +24,7 @@ from sqlalchemy.orm import joinedload, selectinload
 from webapp.database import rows_changed, single_read, write_transaction
 from webapp.extensions import db
 from webapp.job_counts import count_active, count_jobs
-from webapp.media import remove_files
+from webapp.media import StorageUnavailable, remove_files, storage_problem
 from webapp.models import ACTIVE_STATUSES, Job, JobStatus, Media, now_utc
 from webapp.providers import available_models, default_model_id
 from webapp.providers.base import MAX_SEED
@@ -133,6 +133,9 @@ def submit_job(request: JobCreate, client_ip: str | None = None) -> Job:
         # Recorded with the request, so anyone can reproduce the picture later.
         requested["seed"] = secrets.randbelow(MAX_SEED + 1)
     resolved, warnings = resolve_parameters(spec, requested)
+    problem = storage_problem()
+    if problem:  # a job accepted now could only fail: its pictures would have nowhere to go
+        raise StorageUnavailable(problem)
     now = now_utc()
     job = Job(
         id=str(uuid.uuid4()),

@@ -5,10 +5,13 @@ Serving the files over HTTP is the views' part (`webapp.api.media`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +21,7 @@ from pathlib import Path
 
 from flask import current_app
 from PIL import Image
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from webapp.database import write_transaction
 from webapp.extensions import db
@@ -93,20 +96,72 @@ def resolve(relative: str) -> Path:
     return path
 
 
+class StorageUnwritable(Exception):
+    """Media could not be written (read-only, full, failing disk): transient, named by cause."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(f"media storage is not writable: {error.strerror or type(error).__name__}")
+
+
+class StorageUnavailable(Exception):
+    """New jobs are refused until storage can take their media; the reason says why."""
+
+    RETRY_AFTER = 30
+
+
+def storage_problem() -> str | None:
+    """Why media cannot be stored now (not writable, below the free-space floor, over the
+    size cap), or None. Read by `/health/ready` and before every new job."""
+    config = current_app.config
+    root = media_root()
+    try:
+        # Never created here: a missing folder may be a storage mount that went away.
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".health-"):
+            pass
+        free_mb = shutil.disk_usage(root).free / 2**20
+    except OSError as exc:
+        return f"media storage is not writable: {exc.strerror or type(exc).__name__}"
+    floor = float(config["MIN_FREE_DISK_MB"])
+    if free_mb < floor:
+        return f"media storage has {free_mb:.0f} MB free, below the floor of {floor:.0f} MB"
+    cap = float(config.get("MAX_STORAGE_GB") or 0)
+    if cap > 0 and stored_bytes() >= cap * 2**30:
+        return f"media storage holds its cap of {cap:g} GB"
+    return None
+
+
+_STORED_BYTES: dict[str, tuple[float, int]] = {}
+STORED_BYTES_SECONDS = 10.0  # how long a process reuses the media total
+
+
+def stored_bytes() -> int:
+    """The size of all media pictures (the database's record, reread every few seconds)."""
+    key = str(db.engine.url)
+    cached = _STORED_BYTES.get(key)
+    if cached and time.monotonic() - cached[0] < STORED_BYTES_SECONDS:
+        return cached[1]
+    total = int(db.session.scalar(select(func.coalesce(func.sum(Media.file_size_bytes), 0))) or 0)
+    _STORED_BYTES[key] = (time.monotonic(), total)
+    return total
+
+
 def _write_atomically(relative: str, data: bytes) -> None:
     """Write to a temporary name in the same folder, flush to disk, then rename into place."""
     target = media_root() / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
     # Named after the target, so a write cut off by a crash can be found and removed.
     temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         with open(temp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(temp, target)
+    except OSError as exc:
+        raise StorageUnwritable(exc) from exc
     finally:
-        temp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
 
 
 def encode(image: Image.Image, output_format: str, quality: int) -> bytes:
@@ -270,7 +325,10 @@ def remove_stored(media_id: str) -> bool:
         for path in (root / folder).glob(pattern)
     ]
     for path in found:
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:  # a read-only disk: the storage sweep retries later
+            log.warning("could not remove %s: %s", path.name, exc.strerror or exc)
     return bool(found)
 
 

@@ -114,6 +114,8 @@ class DeliveryStatus(enum.StrEnum):
 
 # Due for a delivery attempt once `next_attempt_at` has come (as `CLAIMABLE_STATUSES` for jobs).
 CLAIMABLE_DELIVERIES = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
+REDELIVERABLE_DELIVERIES = (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED, DeliveryStatus.GONE)
+"""Events that may be sent again: one waiting or on its way already will be sent."""
 
 
 class Job(Model):
@@ -248,6 +250,11 @@ class WebhookEvent(Model):
     attempts: Mapped[list[WebhookAttempt]] = relationship(
         back_populates="event", order_by="WebhookAttempt.id", passive_deletes=True
     )
+
+    @property
+    def can_redeliver(self) -> bool:
+        """No attempt waits or runs, so sending it again sends it once more, not twice."""
+        return self.status in REDELIVERABLE_DELIVERIES
 
 
 class WebhookAttempt(Model):

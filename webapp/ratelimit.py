@@ -15,6 +15,7 @@ poll in a loop (docs/benchmarks.md).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
@@ -34,8 +35,21 @@ log = logging.getLogger(__name__)
 
 
 def client_ip() -> str:
-    """The client's address (`X-Forwarded-For` counts only through configured proxies)."""
-    return request.remote_addr or "unknown"
+    """Who a limit counts: the client's IPv4 address, or its IPv6 /64 network.
+
+    One IPv6 host commonly holds a whole /64 and can pick a new address per request, so
+    its addresses count together. (`X-Forwarded-For` counts only through configured proxies.)
+    """
+    address = request.remote_addr or "unknown"
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:  # ::ffff:a.b.c.d is an IPv4 client
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
 
 
 F = TypeVar("F", bound=Callable[..., Any])

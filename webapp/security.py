@@ -1,11 +1,13 @@
-"""Browser security: CSRF protection, Content-Security-Policy and framing, the secret key."""
+"""Browser security: CSRF, cross-site API writes, Content-Security-Policy, the secret key."""
 
 from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-from flask import Flask, Request, Response, request
+from flask import Flask, Request, Response, current_app, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 
@@ -21,6 +23,76 @@ PAGE_POLICY = (
 DOCS_POLICY = PAGE_POLICY.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
 
 DEV_SECRET = "dev-only-change-me"
+
+JSON = "application/json"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+"""The methods that change something: the API refuses them from other sites' pages."""
+
+JSON_BODY_MARK = "_darkroom_json_body"
+
+
+def takes_json_body(fn: Any) -> Any:
+    """Mark an API view method whose body is JSON: other Content-Types get 415.
+
+    A browser sends `text/plain`, form and multipart bodies to any site without asking it
+    first (CORS "simple" requests); `application/json` it sends only after the site agreed
+    in a preflight, which Darkroom never gives another site.
+    """
+    setattr(fn, JSON_BODY_MARK, True)
+    return fn
+
+
+def _view_method() -> Any:
+    """The method of the class-based view that will answer this request, if any."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    view_class = getattr(view, "view_class", None)
+    return getattr(view_class, request.method.lower(), None) if view_class else view
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _own_origins() -> set[str]:
+    """Where Darkroom's own pages are served from: as this request reached us, and as
+    configured (`DARKROOM_PUBLIC_URL`, the address behind a proxy)."""
+    origins = {_origin(request.host_url)}
+    public = str(current_app.config.get("PUBLIC_URL") or "")
+    if public:
+        origins.add(_origin(public))
+    return origins
+
+
+def cross_site_reason() -> str | None:
+    """Why this request came from another site's page, or None if it did not.
+
+    Browsers say where a request comes from (`Sec-Fetch-Site`, `Origin`) and pages cannot
+    forge either; scripts and curl send neither, so they are never refused here.
+    """
+    if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+        return "it was sent by another site's page"
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.lower() not in _own_origins():
+        return f"its Origin {origin[:100]!r} is not this service's"
+    return None
+
+
+def guard_api_write() -> Response | None:
+    """Refuse an API write from another site's page (403) or with a non-JSON body (415)."""
+    from webapp.errors import json_error
+
+    if not request.path.startswith("/api/") or request.method not in WRITE_METHODS:
+        return None
+    reason = cross_site_reason()
+    if reason:
+        return json_error(403, {"detail": f"Cross-site request refused: {reason}"})
+    if getattr(_view_method(), JSON_BODY_MARK, False) and request.mimetype != JSON:
+        sent = request.mimetype or "none"
+        return json_error(
+            415, {"detail": f"Content-Type must be {JSON} (this request sent: {sent[:100]})"}
+        )
+    return None
 
 
 def ensure_secret_key(app: Flask) -> None:
@@ -50,15 +122,26 @@ class PagesSessionInterface(SecureCookieSessionInterface):
             return self.make_null_session(app)
         return super().open_session(app, request)
 
+    def get_cookie_samesite(self, app: Flask) -> str | None:
+        """Lax unless configured: the cookie goes along only when people follow a link here."""
+        return app.config.get("SESSION_COOKIE_SAMESITE") or "Lax"
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        """Secure whenever the page was served over HTTPS (behind a proxy: as it says)."""
+        return bool(app.config.get("SESSION_COOKIE_SECURE")) or request.is_secure
+
 
 def register_security(app: Flask, api_blueprints: list) -> None:
     """CSRF on every form and htmx request (not on the token-less JSON API); security headers."""
     ensure_secret_key(app)
     app.session_interface = PagesSessionInterface()
-    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # a tab left open overnight still works
+    # A token is signed afresh with every page; it holds for a day, so a tab left open
+    # overnight still works and a leaked token soon stops working.
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", 24 * 3600)
     csrf.init_app(app)
     for blueprint in api_blueprints:
-        csrf.exempt(blueprint)
+        csrf.exempt(blueprint)  # token-less: guard_api_write keeps other sites out instead
+    app.before_request(guard_api_write)
 
     @app.after_request
     def security_headers(response: Response) -> Response:

@@ -21,7 +21,7 @@ from webapp import attempts, webhooks
 from webapp.attempts import Claim
 from webapp.database import write_transaction
 from webapp.extensions import db, huey
-from webapp.media import purge_expired, store_image, sweep_orphan_files
+from webapp.media import StorageUnwritable, purge_expired, store_image, sweep_orphan_files
 from webapp.models import Job, JobStatus, WorkerBeat, now_utc
 from webapp.providers import get_model, provider_for
 from webapp.providers.base import GenerationTask, LeaseLost, ProviderError
@@ -156,6 +156,11 @@ def run_job(job_id: str) -> None:
             details=exc.details,
             retry_after=getattr(exc, "retry_after", None),
         )
+    except StorageUnwritable as exc:
+        # A full, read-only or failing disk: the next attempt may find it fixed.
+        log.warning("job %s: %s", job_id, exc)
+        attempts.discard_outputs(claim)
+        attempts.fail_attempt(claim, str(exc), transient=True)
     except Exception as exc:
         log.exception("job %s failed unexpectedly", job_id)
         attempts.discard_outputs(claim)  # also a picture whose thumbnail could not be written

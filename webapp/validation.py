@@ -61,8 +61,18 @@ class BodyNotJson(Exception):
     """The request body could not be parsed as JSON."""
 
 
+INVISIBLE = frozenset(
+    "\u061c\u180e\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+    "\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff"
+)
+"""Invisible characters that reorder or hide text (bidi overrides and isolates, marks,
+zero-width space, word joiner, BOM): in a prompt shown to others, they make it read
+otherwise than it is. The zero-width (non-)joiner stay: scripts and emoji need them."""
+
+
 def _check_text(value: str) -> str:
-    """Refuse blank text and control characters other than newline (LF or CRLF) and tab."""
+    """Refuse blank text, control characters other than newline (LF or CRLF) and tab, and
+    the invisible characters that change how text reads."""
     if not value.strip():
         raise PydanticCustomError("string_blank", "String should not be blank")
     # Browsers submit a textarea's line breaks as CRLF, so a CR before LF is a newline too.
@@ -73,6 +83,13 @@ def _check_text(value: str) -> str:
             raise PydanticCustomError(
                 "string_control_character",
                 "String should not contain control characters (found {code})",
+                {"code": f"U+{ord(char):04X}"},
+            )
+        if char in INVISIBLE:
+            raise PydanticCustomError(
+                "string_invisible_character",
+                "String should not contain invisible characters that reorder or hide text"
+                " (found {code})",
                 {"code": f"U+{ord(char):04X}"},
             )
     return value
@@ -121,15 +138,18 @@ def _unify_newlines(value: Any) -> Any:
 
 # What the validators above accept, as JSON Schema patterns for the OpenAPI document. They
 # only document: the validators stay the authority (and keep their own error wording).
-_CONTROL = r"\x00-\x08\x0B-\x1F\x7F-\x9F"  # Unicode Cc but tab and newline: `_check_text`
+_INVISIBLE = r"\u061C\u180E\u200B\u200E\u200F\u202A-\u202E\u2060-\u2064\u2066-\u2069\uFEFF"
+_CONTROL = r"\x00-\x08\x0B-\x1F\x7F-\x9F" + _INVISIBLE  # `_check_text`: Cc but tab, LF
 _UNICODE_SPACE = "\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_SPACE = r"\x00-\x20\x7F-\xA0" + _UNICODE_SPACE  # `str.isspace()`, and control characters
+# `str.isspace()`, control and invisible characters: none of them makes a text not blank
+_SPACE = r"\x00-\x20\x7F-\xA0" + _UNICODE_SPACE + _INVISIBLE
 _TEXT_CHAR = rf"(?:[^{_CONTROL}]|\r\n)"  # CRLF counts as a newline
 _SOLID_TEXT = rf"{_TEXT_CHAR}*[^{_SPACE}]{_TEXT_CHAR}*"  # not blank
 TEXT_PATTERN = rf"^{_SOLID_TEXT}$"
 OPTIONAL_TEXT_PATTERN = rf"^(?:{_SOLID_TEXT})?$"
 _TEXT_RULES = (
-    f"{MAX_PROMPT} characters at most, not blank, no control characters but tab and newline; "
+    f"{MAX_PROMPT} characters at most, not blank, no control characters but tab and newline, "
+    "no invisible characters that reorder or hide text (bidi controls, zero-width space); "
     "a CRLF line break counts as one character (it is stored as LF)"
 )
 # `_check_http_url` and the SSRF guard's shape check: http(s), a host, no credentials, a port

@@ -31,6 +31,7 @@ from webapp.database import rows_changed, write_transaction
 from webapp.extensions import db
 from webapp.models import (
     CLAIMABLE_DELIVERIES,
+    REDELIVERABLE_DELIVERIES,
     TERMINAL_STATUSES,
     DeliveryStatus,
     Job,
@@ -47,6 +48,10 @@ log = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"
 EXCERPT_BYTES = 1024
+
+
+class DeliveryInProgress(Exception):
+    """An attempt of the job's event waits or runs: a redelivery would send it twice."""
 
 
 class NoWebhook(Exception):
@@ -265,6 +270,7 @@ def deliver(event_id: str) -> DeliveryStatus | None:
     event = db.session.get(WebhookEvent, event_id, populate_existing=True)
     if event is None:  # deleted with its job between the claim and this read
         db.session.commit()
+        log.info("webhook %s: its job was deleted; nothing sent", event_id)
         return None
     db.session.commit()  # no transaction stays open during the network call
     started_at = now_utc()
@@ -283,26 +289,37 @@ def deliver(event_id: str) -> DeliveryStatus | None:
         delay = delays[event.attempt_count - 1] * random.uniform(0.8, 1.2)
         values["next_attempt_at"] = now + timedelta(seconds=delay)
     with write_transaction():
-        db.session.add(
-            WebhookAttempt(
-                event_id=event_id,
-                attempted_at=started_at,
-                status_code=status_code,
-                latency_ms=latency,
-                error=error,
-                response_excerpt=excerpt,
-            )
-        )
-        db.session.execute(
+        # The event is updated first: if its job was deleted during the attempt, there is
+        # no row left to update, and no attempt is recorded for an event that is gone.
+        recorded = rows_changed(
             update(WebhookEvent)
             .where(WebhookEvent.id == event_id, WebhookEvent.lease_token == token)
             .values(status=status, lease_token=None, lease_expires_at=None, **values)
             .execution_options(synchronize_session=False)
         )
+        if recorded:
+            db.session.add(
+                WebhookAttempt(
+                    event_id=event_id,
+                    attempted_at=started_at,
+                    status_code=status_code,
+                    latency_ms=latency,
+                    error=error,
+                    response_excerpt=excerpt,
+                )
+            )
     attempt = event.attempt_count
     # The UPDATE went past the session: the object it loaded still says "delivering", and
     # a later read in the same session (a task run inside a request, a test) must not see it.
     db.session.expire(event)
+    if not recorded:
+        log.info(
+            "webhook %s attempt %d: not recorded, the event is gone (its job was deleted) or"
+            " no longer ours",
+            event_id,
+            attempt,
+        )
+        return None
     if status == DeliveryStatus.RETRYING:
         enqueue_delivery(event_id, delay=(values["next_attempt_at"] - now).total_seconds())
     log.info("webhook %s attempt %d: %s", event_id, attempt, status)
@@ -326,12 +343,14 @@ def redeliver(job_id: str) -> WebhookEvent:
     if event is None:
         raise NoWebhook(job_id)
     with write_transaction():
-        db.session.execute(
+        changed = rows_changed(
             update(WebhookEvent)
-            .where(WebhookEvent.id == event.id, WebhookEvent.status != DeliveryStatus.DELIVERING)
+            .where(WebhookEvent.id == event.id, WebhookEvent.status.in_(REDELIVERABLE_DELIVERIES))
             .values(status=DeliveryStatus.PENDING, attempt_count=0, next_attempt_at=now_utc())
             .execution_options(synchronize_session=False)
         )
+    if not changed:
+        raise DeliveryInProgress(job_id)
     enqueue_delivery(event.id)
     fresh = db.session.get(WebhookEvent, event.id, populate_existing=True)
     if fresh is None:  # deleted with its job meanwhile

@@ -16,7 +16,7 @@ from webapp.api.openapi import (
     ERRORS,
     METHOD_NOT_ALLOWED_HEADERS,
     errors,
-    json_body,
+    json_request,
     operation_ref,
     query_parameters,
     rate_limited,
@@ -67,7 +67,8 @@ def job_id_param_schema(_converter: JobIdConverter) -> dict[str, Any]:
 class JobGenerate(MethodView):
     """Submit a job."""
 
-    @blp.doc(**json_body("JobCreate"), responses={201: {"links": CREATED_LINKS}})
+    @json_request(blp, "JobCreate")
+    @blp.doc(responses={201: {"links": CREATED_LINKS}})
     @blp.response(
         201,
         JobCreatedSchema,
@@ -79,7 +80,7 @@ class JobGenerate(MethodView):
             }
         },
     )
-    @errors(blp, 400, 413, 422)
+    @errors(blp, 400, 413, 422, 503)
     @rate_limited(blp, "RATE_LIMIT_CREATE", "create")
     def post(self) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Queue a generation job"""
@@ -119,6 +120,7 @@ class Jobs(MethodView):
     @blp.doc(parameters=query_parameters(JobListArgs))
     @blp.response(200, JobListSchema)
     @errors(blp, 422)
+    @rate_limited(blp, "RATE_LIMIT_STATUS", "status")  # a page of statuses: the same bucket
     def get(self) -> dict[str, Any]:
         """List jobs, newest first"""
         args = parse_list_args(request.args.to_dict())

@@ -26,7 +26,10 @@ _FILE_HEADERS = {
     "Last-Modified": header(
         "When the file was written, for `If-Modified-Since`", {"type": "string"}
     ),
-    "Cache-Control": header("Files never change once written", {"type": "string"}),
+    "Cache-Control": header(
+        "`private, max-age=86400`: files never change once written; no shared cache keeps them",
+        {"type": "string"},
+    ),
     "Accept-Ranges": header("Byte ranges are served", {"type": "string", "const": "bytes"}),
     "Content-Length": header("Bytes in this answer", {"type": "integer", "minimum": 0}),
 }
@@ -91,6 +94,10 @@ def _send(relative: str, mimetype: str, download_name: str, etag: str, download:
     except FileNotFoundError as exc:
         raise storage.MediaNotFound(relative) from exc
     response.headers["X-Content-Type-Options"] = "nosniff"
+    # The browser may keep a file (it never changes), shared caches may not: once accounts
+    # exist, a proxy must not hand one user's picture to another.
+    response.cache_control.public = False
+    response.cache_control.private = True
     return response
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from webapp.api.schemas import DetailErrorSchema, ServerErrorSchema, ValidationErrorSchema
 from webapp.ratelimit import limited
+from webapp.security import WRITE_METHODS, takes_json_body
 
 JSON = "application/json"
 
@@ -30,9 +31,12 @@ def operation_ref(path: str, method: str) -> str:
     return f"#/paths/{pointer}/{method}"
 
 
-def json_body(schema: str) -> dict[str, Any]:
-    """Document a required JSON request body."""
-    return {"requestBody": {"required": True, "content": {JSON: {"schema": ref(schema)}}}}
+def json_request(blp: Blueprint, schema: str) -> Callable[[Any], Any]:
+    """A required JSON request body: documented, with the 415 any other Content-Type gets."""
+    body = {"requestBody": {"required": True, "content": {JSON: {"schema": ref(schema)}}}}
+    name, description = ERRORS[415]
+    document = blp.alt_response(415, schema=ERROR_SCHEMAS[name], description=description)
+    return lambda fn: document(blp.doc(**body)(takes_json_body(fn)))
 
 
 ERROR_SCHEMAS = {
@@ -47,9 +51,12 @@ ERRORS = {
     405: ("DetailError", "The method is not allowed on this path"),
     409: ("DetailError", "The job is in a state that does not allow this"),
     410: ("DetailError", "The media item has expired"),
+    403: ("DetailError", "A write sent by another site's page (`Sec-Fetch-Site`, `Origin`)"),
     413: ("DetailError", "The body is too large"),
+    415: ("DetailError", "The body is not `application/json`"),
     422: ("ValidationError", "The request failed validation"),
     429: ("DetailError", "Too many requests from this client; `detail` names the limit"),
+    503: ("DetailError", "New jobs are paused: media storage cannot take them (see `Retry-After`)"),
     500: ("ServerError", "An unexpected error (the traceback is in the log, never in the body)"),
 }
 
@@ -60,7 +67,10 @@ def errors(blp: Blueprint, *codes: int) -> Callable[[Any], Any]:
     def decorate(fn: Any) -> Any:
         for code in (*codes, 500):
             name, description = ERRORS[code]
-            fn = blp.alt_response(code, schema=ERROR_SCHEMAS[name], description=description)(fn)
+            extra = {"headers": RETRY_AFTER} if code == 503 else {}
+            fn = blp.alt_response(
+                code, schema=ERROR_SCHEMAS[name], description=description, **extra
+            )(fn)
         return fn
 
     return decorate
@@ -113,12 +123,15 @@ RATE_LIMIT_HEADERS = {
 """Headers of rate-limited endpoints (on every answer of such an endpoint, 429 included)."""
 
 
+RETRY_AFTER = {"Retry-After": {**RATE_LIMIT_HEADERS["Retry-After"], "required": True}}
+"""The header of a 429 and of a 503: when to ask again."""
+
+
 def rate_limited(blp: Blueprint, config_key: str, scope: str) -> Callable[[Any], Any]:
     """Limit an endpoint per client (`webapp.ratelimit.limited`) and document its 429."""
     name, description = ERRORS[429]
-    headers = {"Retry-After": {**RATE_LIMIT_HEADERS["Retry-After"], "required": True}}
     document = blp.alt_response(
-        429, schema=ERROR_SCHEMAS[name], description=description, headers=headers
+        429, schema=ERROR_SCHEMAS[name], description=description, headers=RETRY_AFTER
     )
     return lambda fn: document(limited(config_key, scope)(fn))
 
@@ -143,10 +156,16 @@ class CommonHeadersPlugin(BasePlugin):
         """Add the common headers to each response (after flask-smorest built them).
 
         An operation that may answer 429 is rate-limited: all its answers carry the limiter's
-        headers.
+        headers. An operation that writes may answer 403 (a write from another site's page).
         """
-        for operation in (operations or {}).values():
+        for method, operation in (operations or {}).items():
             responses = operation.get("responses", {})
+            if method.upper() in WRITE_METHODS:
+                # What `webapp.security.guard_api_write` answers a cross-site write.
+                name, description = ERRORS[403]
+                responses.setdefault(
+                    "403", {"description": description, "content": {JSON: {"schema": ref(name)}}}
+                )
             limited = "429" in responses or 429 in responses
             for response in responses.values():
                 if isinstance(response, dict) and "$ref" not in response:

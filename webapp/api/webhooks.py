@@ -8,7 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from webapp import jobs, webhooks
-from webapp.api.openapi import errors
+from webapp.api.openapi import errors, rate_limited
 from webapp.api.schemas import WebhookEventSchema, WebhookListSchema
 from webapp.models import WebhookEvent
 
@@ -21,6 +21,7 @@ class JobWebhooks(MethodView):
 
     @blp.response(200, WebhookListSchema)
     @errors(blp, 404)
+    @rate_limited(blp, "RATE_LIMIT_STATUS", "status")
     def get(self, job_id: str) -> dict[str, Any]:
         """List the job's webhook events with every delivery attempt"""
         job = jobs.get_job(job_id)
@@ -37,6 +38,7 @@ class JobWebhookRedeliver(MethodView):
 
     @blp.response(202, WebhookEventSchema)
     @errors(blp, 404, 409)
+    @rate_limited(blp, "RATE_LIMIT_CREATE", "create")  # each one is a signed POST sent out
     def post(self, job_id: str) -> WebhookEvent:
         """Send the last event again (same webhook-id, fresh signature)"""
         jobs.get_job(job_id)

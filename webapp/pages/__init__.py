@@ -96,6 +96,7 @@ def _index_url(filters: dict[str, str]) -> str:
 
 
 @bp.get("/gallery")
+@limited("RATE_LIMIT_SEARCH", "search")  # each search scans the jobs table
 def gallery() -> BaseResponse:
     """One gallery page (search, filter, infinite scroll); full page without htmx."""
     filters = _filters()
@@ -166,6 +167,7 @@ def advanced() -> Response:
 
 
 @bp.get("/jobs/<job_id>")
+@limited("RATE_LIMIT_POLL", "poll")  # the browser's allowance: reading jobs as pages
 def job_page(job_id: str) -> Response:
     """Everything about one job."""
     job = jobs.get_job(job_id)
@@ -217,9 +219,11 @@ def vary(job_id: str) -> BaseResponse:
 
 
 @bp.post("/jobs/<job_id>/webhooks/redeliver")
+@limited("RATE_LIMIT_CREATE", "create")
 def redeliver(job_id: str) -> BaseResponse:
     """Send the job's webhook event again, then show the job as it is now."""
-    webhooks.redeliver(job_id)
+    with contextlib.suppress(webhooks.DeliveryInProgress):  # the page shows it on its way
+        webhooks.redeliver(job_id)
     if not wants_partial():
         return redirect(url_for(".job_page", job_id=job_id), 303)
     return render("partials/job_detail.html", job=jobs.get_job(job_id))

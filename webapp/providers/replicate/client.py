@@ -17,10 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from webapp import netguard
 from webapp.providers.base import PermanentProviderError, ProviderError, TransientProviderError
 from webapp.providers.replicate.models import Route
 
@@ -170,10 +171,22 @@ class ReplicateClient:
         if urlsplit(url).scheme not in ("http", "https"):
             raise PermanentProviderError(f"{API_ERROR}: an output is not an http(s) URL")
         s = self.settings
+        origin = urlsplit(url).netloc
         try:
-            with self.session.get(
-                url, stream=True, timeout=(s.connect_timeout, s.read_timeout)
-            ) as response:
+            for _hop in range(MAX_REDIRECTS + 1):
+                response = self.session.get(
+                    url,
+                    stream=True,
+                    timeout=(s.connect_timeout, s.read_timeout),
+                    allow_redirects=False,
+                )
+                if not response.is_redirect:
+                    break
+                response.close()
+                url = _redirect_target(url, response.headers.get("Location", ""), origin)
+            else:
+                raise PermanentProviderError(f"{API_ERROR}: an output download redirects too often")
+            with response:
                 if response.status_code in (403, 404, 410):
                     raise Gone(
                         f"{API_ERROR}: an output file is gone (HTTP {response.status_code})",
@@ -272,3 +285,26 @@ def _data_url(url: str, cap: int) -> bytes:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise PermanentProviderError(f"{API_ERROR}: an output data URL is not base64") from exc
+
+
+MAX_REDIRECTS = 3
+
+
+def _redirect_target(current: str, location: str, origin: str) -> str:
+    """Where an output download's redirect leads, if it may be followed.
+
+    Replicate's own answer names the first address; a redirect is the file server's, so
+    one that leaves that server must lead to a public address (as a webhook must): a
+    download is never a way into the operator's own network.
+    """
+    target = urljoin(current, location)
+    if urlsplit(target).scheme not in ("http", "https"):
+        raise PermanentProviderError(f"{API_ERROR}: an output download redirects to a non-http URL")
+    if urlsplit(target).netloc != origin:
+        try:
+            netguard.resolve(target, [])
+        except (netguard.UnsafeURL, netguard.UnresolvableURL) as exc:
+            raise PermanentProviderError(
+                f"{API_ERROR}: an output download redirects to a refused address ({exc})"
+            ) from None
+    return target

@@ -1,0 +1,153 @@
+"""Hostile clients on the wire, against the Procfile's real web process: raw sockets.
+
+Chunked bodies over the limit, malformed and cut off; each answers as a careful server
+should and leaves one INFO line in the log, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.procs import Stack, running_stack
+
+pytestmark = pytest.mark.e2e
+
+LIMIT = 1024 * 1024  # DARKROOM_MAX_CONTENT_LENGTH's default
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("wire"), worker=False) as started:
+        yield started
+
+
+def exchange(stack: Stack, data: bytes, close_after: bool = False, timeout: float = 15) -> bytes:
+    """Send raw bytes, then read the answer until the server closes (b"" if it said nothing)."""
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        if close_after:
+            sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+        return answer
+
+
+def request_head(path: str, headers: dict[str, str]) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def chunked(body: bytes, size: int = 65536) -> bytes:
+    parts = [
+        b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size])
+        for i in range(0, len(body), size)
+    ]
+    return b"".join(parts) + b"0\r\n\r\n"
+
+
+def job_body(padding: int) -> bytes:
+    """A valid job whose prompt field is followed by `padding` bytes of whitespace."""
+    return json.dumps({"prompt": "a lighthouse"}).encode()[:-1] + b" " * padding + b"}"
+
+
+JSON_CHUNKED = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+
+
+def status_of(answer: bytes) -> int:
+    assert answer.startswith(b"HTTP/1.1 "), answer[:200]
+    return int(answer.split(b" ", 2)[1])
+
+
+def job_total(stack: Stack) -> int:
+    return int(stack.get("/api/v1/jobs").json()["total"])
+
+
+def test_a_chunked_body_over_the_limit_gets_413_like_a_sized_one(stack: Stack) -> None:
+    body = job_body(int(2.2 * LIMIT))
+    before = job_total(stack)
+    sized = exchange(
+        stack,
+        request_head(
+            "/api/v1/jobs/generate",
+            {"Content-Type": "application/json", "Content-Length": str(len(body))},
+        )
+        + body,
+    )
+    assert status_of(sized) == 413
+    answer = exchange(stack, request_head("/api/v1/jobs/generate", JSON_CHUNKED) + chunked(body))
+    assert status_of(answer) == 413, answer[:300]
+    assert b"larger than the limit" in answer
+    # One byte over: refused; exactly at the limit: taken.
+    over = job_body(LIMIT - len(job_body(0)) + 1)
+    answer = exchange(stack, request_head("/api/v1/jobs/generate", JSON_CHUNKED) + chunked(over))
+    assert status_of(answer) == 413
+    assert job_total(stack) == before
+    exact = job_body(LIMIT - len(job_body(0)))
+    answer = exchange(stack, request_head("/api/v1/jobs/generate", JSON_CHUNKED) + chunked(exact))
+    assert status_of(answer) == 201, answer[:300]
+    assert job_total(stack) == before + 1
+
+
+def test_a_small_chunked_job_is_taken_whole(stack: Stack) -> None:
+    body = job_body(10)
+    answer = exchange(
+        stack, request_head("/api/v1/jobs/generate", JSON_CHUNKED) + chunked(body, size=7)
+    )
+    assert status_of(answer) == 201, answer[:300]
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"zz\r\nhello\r\n0\r\n\r\n",  # not a chunk size
+        b"5\r\nhello!!!\r\n0\r\n\r\n",  # a chunk longer than it said
+        b"5\r\nhello0\r\n\r\n",  # no line end after the chunk
+    ],
+)
+def test_a_malformed_chunked_body_gets_400_without_a_traceback(stack: Stack, wire: bytes) -> None:
+    answer = exchange(stack, request_head("/api/v1/jobs/generate", JSON_CHUNKED) + wire)
+    assert status_of(answer) == 400, answer[:300]
+    assert "Traceback" not in stack.log_text("web")
+    assert stack.get("/api/v1/health/live").status_code == 200
+
+
+def test_a_client_gone_mid_body_leaves_one_info_line(stack: Stack) -> None:
+    before = stack.log_text("web")
+    exchange(
+        stack,
+        request_head("/api/v1/jobs/generate", JSON_CHUNKED) + b"100\r\n" + b"x" * 50,
+        close_after=True,
+    )
+    exchange(
+        stack,
+        request_head(
+            "/api/v1/jobs/generate", {"Content-Type": "application/json", "Content-Length": "500"}
+        )
+        + b"{" * 50,
+        close_after=True,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "cut off" not in stack.log_text("web")[len(before) :]:
+        time.sleep(0.05)
+    log = stack.log_text("web")[len(before) :]
+    assert "cut off" in log, log
+    assert "Traceback" not in log and "ERROR" not in log, log
+    assert stack.get("/api/v1/health/live").status_code == 200
+
+
+def test_logs_have_no_traceback(stack: Stack, tmp_path: Path) -> None:
+    """After everything above (the module's stack is shared): still no traceback, no 500."""
+    log = stack.log_text("web")
+    assert "Traceback" not in log
+    assert '" 500 ' not in log

@@ -1,0 +1,101 @@
+"""Request bodies held to the size limit however they are sent, and read faults made 400s.
+
+A chunked body (`Transfer-Encoding: chunked`) has no length to check up front, and Werkzeug
+can only stop reading at the limit: the app would get the first `MAX_CONTENT_LENGTH` bytes
+as if they were the whole body. So a chunked body is read here, before the app sees the
+request, into a spooled buffer: one byte over the limit answers 413 exactly like a sized
+body; a malformed or cut-off one answers 400 with one INFO line; and the app then reads a
+complete body of known length.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterable
+from typing import Any
+
+from flask import Flask, abort, request
+
+log = logging.getLogger(__name__)
+
+PROBLEM = "darkroom.body_problem"
+"""The environ key under which a body that could not be taken waits for the app's answer."""
+
+READ_SIZE = 64 * 1024
+IN_MEMORY = 1024 * 1024  # larger bodies spill to a temporary file
+
+
+def _chunked(environ: dict[str, Any]) -> bool:
+    return "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+
+
+def _read_whole(environ: dict[str, Any], limit: int | None) -> tuple[int, str] | None:
+    """Read a chunked body into a buffer the app reads instead; the problem, if any."""
+    stream = environ["wsgi.input"]
+    buffer = tempfile.SpooledTemporaryFile(max_size=IN_MEMORY)  # noqa: SIM115  # the app reads it
+    total = 0
+    try:
+        while True:
+            want = READ_SIZE if limit is None else min(READ_SIZE, limit + 1 - total)
+            chunk = stream.read(want)
+            if not chunk:
+                break
+            total += len(chunk)
+            buffer.write(chunk)
+            if limit is not None and total > limit:
+                buffer.close()
+                return 413, "too large"
+    except OSError as exc:  # the client went away before the last chunk (or sent no end)
+        buffer.close()
+        return 400, f"The request body was cut off: {type(exc).__name__}"
+    except Exception as exc:  # the server's chunk parser refused what it got
+        buffer.close()
+        return 400, f"The request body is not valid chunked encoding: {type(exc).__name__}"
+    buffer.seek(0)
+    environ["wsgi.input"] = buffer
+    environ["CONTENT_LENGTH"] = str(total)
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+    return None
+
+
+class WholeBodies:
+    """WSGI middleware: chunked bodies are read whole (or refused) before the app runs."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.wsgi_app = app.wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if _chunked(environ) and not environ.get("CONTENT_LENGTH"):
+            problem = _read_whole(environ, self.app.config.get("MAX_CONTENT_LENGTH"))
+            if problem is not None:
+                environ[PROBLEM] = problem
+                environ["wsgi.input"] = _Empty()
+                environ["CONTENT_LENGTH"] = "0"
+                environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return self.wsgi_app(environ, start_response)
+
+
+class _Empty:
+    """The stream the app reads when the body was refused."""
+
+    def read(self, *_args: Any) -> bytes:
+        return b""
+
+    def readline(self, *_args: Any) -> bytes:
+        return b""
+
+
+def register_bodies(app: Flask) -> None:
+    """Read chunked bodies whole; answer a refused body before any view reads it."""
+    app.wsgi_app = WholeBodies(app)  # type: ignore[method-assign]
+
+    @app.before_request
+    def refuse_bad_body() -> None:
+        problem = request.environ.get(PROBLEM)
+        if problem is None:
+            return
+        status, detail = problem
+        log.info("%s %s: %s (status %d)", request.method, request.path, detail, status)
+        abort(status, detail)
