@@ -221,6 +221,7 @@ class Bench:
             "DARKROOM_RATE_LIMIT_CREATE": HIGH_LIMIT,
             "DARKROOM_RATE_LIMIT_STATUS": HIGH_LIMIT,
             "DARKROOM_RATE_LIMIT_POLL": HIGH_LIMIT,
+            "DARKROOM_RATE_LIMIT_SEARCH": HIGH_LIMIT,
             "DARKROOM_DEMO_STEP_SECONDS": "0",
         }
         extra.update(env or {})

@@ -1,4 +1,4 @@
-"""The summary's figures and the 13 targets they are judged by, as one table.
+"""The summary's figures and the 15 targets they are judged by, as one table.
 
 `FIGURES` lists every line of the summary in order: its key (also the key of its value in
 the history), its name, and either a `Bound` it must keep or, for a figure reported without
@@ -63,6 +63,7 @@ class Reading:
     context: dict[str, Any] = field(default_factory=dict)
 
 
+SLOW_P99 = Bound("<", 1000, " ms")
 START_P50 = Bound("<", 100, " ms")
 START_P95 = Bound("<", 300, " ms")
 PAGE_TARGET = Bound("<=", 1.5, "x")
@@ -75,6 +76,9 @@ FIGURES = (
     Figure("status_over_b", "status throughput / (b)", Bound(">=", 0.8, "share")),
     Figure("generate_over_c", "generate throughput / (c)", Bound(">=", 0.5, "share")),
     Figure("generate_errors", "generate errors", Bound("==", 0)),
+    Figure("slow_live_p99", "health/live p99 with {slow} slow clients held", SLOW_P99),
+    Figure("slow_status_p99", "status p99 with {slow} slow clients held", SLOW_P99),
+    Figure("slow_rss", "web memory per slow client held", "reported"),
     Figure("page_api_page1", PAGE_NAME, PAGE_TARGET),
     Figure("page_api_deep", PAGE_NAME, PAGE_TARGET),
     Figure("page_api_status_filter", PAGE_NAME, PAGE_TARGET),
@@ -118,7 +122,7 @@ def evaluate(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 def read(r: dict[str, Any]) -> dict[str, Reading]:
     """The value of every figure the results hold, by key."""
-    readers = (_throughput, _pages, _start, _worker, _media)
+    readers = (_throughput, _slow_clients, _pages, _start, _worker, _media)
     return {k: v for reader in readers for k, v in reader(r).items()}
 
 
@@ -148,6 +152,22 @@ def _throughput(r: dict[str, Any]) -> dict[str, Reading]:
         out["generate_over_c"] = Reading(g / c, shown + by_cpu("generate", "c_insert"))
         errors = sum(x["errors"] for x in tp["generate"])
         out["generate_errors"] = Reading(errors, str(errors))
+    return out
+
+
+def _slow_clients(r: dict[str, Any]) -> dict[str, Reading]:
+    slow = r.get("slow_clients")
+    if not slow:
+        return {}
+    context = {"slow": slow["connections"]}
+    out = {}
+    for name in ("live", "status"):
+        run = slow[name]
+        shown = f"{run['p99_ms']:.1f} ms (p50 {run['p50_ms']:.1f} ms, {run['rps']:.0f} req/s"
+        shown += f", {run['errors'] + run['non_2xx']} errors)"
+        out[f"slow_{name}_p99"] = Reading(run["p99_ms"], shown, context)
+    per = slow["rss_per_connection"]
+    out["slow_rss"] = Reading(per, f"{per / 1024:.0f} KB ({slow['still_open']} held)", context)
     return out
 
 

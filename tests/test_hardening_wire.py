@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.procs import Stack, running_stack
@@ -151,3 +152,63 @@ def test_logs_have_no_traceback(stack: Stack, tmp_path: Path) -> None:
     log = stack.log_text("web")
     assert "Traceback" not in log
     assert '" 500 ' not in log
+
+
+# -- slow clients -----------------------------------------------------------------------------
+
+
+def hold_slow_connections(stack: Stack, count: int, partial: bytes) -> list[socket.socket]:
+    """Open `count` connections that each send `partial` and then nothing more."""
+    held = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", stack.port), timeout=5)
+        sock.sendall(partial)
+        held.append(sock)
+    return held
+
+
+def web_rss(stack: Stack) -> int:
+    """Resident bytes of the web process: gunicorn's arbiter and its workers."""
+    assert stack.web is not None
+    top = psutil.Process(stack.web.pid)
+    return sum(p.memory_info().rss for p in [top, *top.children(recursive=True)])
+
+
+def latencies(stack: Stack, path: str, count: int) -> list[float]:
+    import requests
+
+    took = []
+    with requests.Session() as session:
+        for _ in range(count):
+            started = time.perf_counter()
+            answer = session.get(stack.url(path), timeout=30)
+            took.append(time.perf_counter() - started)
+            assert answer.status_code == 200
+    return sorted(took)
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [
+        b"GET /api/v1/health/li",  # half a request line
+        b"POST /api/v1/jobs/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100000\r\n\r\n{",  # a body that trickles
+    ],
+    ids=["request-line", "body"],
+)
+def test_two_hundred_slow_clients_do_not_starve_the_web_tier(stack: Stack, partial: bytes) -> None:
+    """200 connections that stop mid-request: everyone else is answered as usual."""
+    job_id = stack.submit("a lighthouse")["id"]
+    before = web_rss(stack)
+    held = hold_slow_connections(stack, 200, partial)
+    try:
+        time.sleep(0.5)
+        per_connection = (web_rss(stack) - before) / 200
+        assert per_connection < 1024 * 1024, f"{per_connection / 1024:.0f} KB per slow client"
+        live = latencies(stack, "/api/v1/health/live", 100)
+        status = latencies(stack, f"/api/v1/jobs/status/{job_id}", 50)
+    finally:
+        for sock in held:
+            sock.close()
+    assert live[98] < 1.0, f"p99 of health/live with 200 slow clients: {live[98]:.3f}s"
+    assert status[48] < 1.0, f"p98 of status with 200 slow clients: {status[48]:.3f}s"
