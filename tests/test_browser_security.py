@@ -177,3 +177,72 @@ def test_strict_csp_frame_denial_and_csrf(
             framer.wait_for_timeout(50)
         assert ours.url == "chrome-error://chromewebdata/", ours.url
         assert any("The request has been blocked" in m for m in watch.expected_seen)
+
+
+@contextlib.contextmanager
+def attacking_site(target: str, job_id: str) -> Iterator[str]:
+    """A page on another site (localhost, while Darkroom is 127.0.0.1) that tries every
+    write a page can send without asking: a `text/plain` fetch, and form posts."""
+    page = f"""<!doctype html><link rel="icon" href="data:,">
+<iframe name="sink"></iframe>
+<form id="create" method="post" enctype="text/plain" target="sink"
+      action="{target}{API}/jobs/generate">
+  <input name='{{"prompt": "from another site", "x": "' value='"}}'>
+</form>
+<form id="redeliver" method="post" target="sink"
+      action="{target}{API}/jobs/{job_id}/webhooks/redeliver"></form>
+<script>
+  window.done = Promise.all([
+    fetch("{target}{API}/jobs/generate", {{method: "POST", mode: "no-cors",
+      headers: {{"Content-Type": "text/plain"}},
+      body: JSON.stringify({{prompt: "from another site"}})}}),
+    fetch("{target}{API}/jobs/{job_id}/webhooks/redeliver", {{method: "POST", mode: "no-cors"}}),
+  ]).then(() => "sent");
+  document.getElementById("create").submit();
+</script>""".encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://localhost:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_page_on_another_site_cannot_create_or_resend_anything(
+    pages: Pages, stack: Stack, city: dict[str, Any]
+) -> None:
+    """What a visitor's browser sends for another site's page is refused: 415 and 403."""
+    page = pages.new()
+    watch = pages.watch(page)
+    watch.expect_console(r"status of 4(03|15)")
+    watch.expect_console(r"X-Frame-Options")  # the forms' answers may not show in a frame
+    before = stack.get(f"{API}/jobs", params={"per_page": 1}).json()["total"]
+    seen: list[tuple[str, int]] = []
+    page.on("response", lambda r: seen.append((r.url, r.status)))
+    with attacking_site(stack.base_url, city["id"]) as attacker:
+        page.goto(attacker)
+        assert page.evaluate("() => window.done") == "sent"
+        page.locator("#redeliver").evaluate("form => form.submit()")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len([s for u, s in seen if API in u]) < 4:
+            page.wait_for_timeout(100)
+    answers = sorted(status for url, status in seen if API in url)
+    assert answers == [403, 403, 403, 403], seen
+    assert stack.get(f"{API}/jobs", params={"per_page": 1}).json()["total"] == before
+    log = stack.log_text("web")
+    assert '"POST /api/v1/jobs/generate HTTP/1.1" 403' in log
+    assert f'"POST /api/v1/jobs/{city["id"]}/webhooks/redeliver HTTP/1.1" 403' in log
