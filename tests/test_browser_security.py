@@ -41,13 +41,10 @@ def test_watch_reports_csp_violations(pages: Pages) -> None:
 
 
 @contextlib.contextmanager
-def framing_site(target: str) -> Iterator[str]:
-    """Another site on loopback whose page frames one of its own pages and `target`."""
-    pages = {
-        "/": f'<link rel="icon" href="data:,"><iframe src="/own"></iframe>'
-        f'<iframe src="{target}"></iframe>'.encode(),
-        "/own": b'<p id="framed">framed</p>',
-    }
+def other_site(pages: dict[str, bytes], host: str = "127.0.0.1") -> Iterator[str]:
+    """Another site on loopback serving `pages` (path -> HTML); its base URL as `host`
+    names it (`localhost` is another site than Darkroom's 127.0.0.1, not only another
+    origin)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -65,10 +62,21 @@ def framing_site(target: str) -> Iterator[str]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
+        yield f"http://{host}:{server.server_address[1]}/"
     finally:
         server.shutdown()
         server.server_close()
+
+
+def framing_site(target: str) -> contextlib.AbstractContextManager[str]:
+    """Another site on loopback whose page frames one of its own pages and `target`."""
+    return other_site(
+        {
+            "/": f'<link rel="icon" href="data:,"><iframe src="/own"></iframe>'
+            f'<iframe src="{target}"></iframe>'.encode(),
+            "/own": b'<p id="framed">framed</p>',
+        }
+    )
 
 
 def test_script_in_a_prompt_stays_text(page: Page) -> None:
@@ -179,8 +187,7 @@ def test_strict_csp_frame_denial_and_csrf(
         assert any("The request has been blocked" in m for m in watch.expected_seen)
 
 
-@contextlib.contextmanager
-def attacking_site(target: str, job_id: str) -> Iterator[str]:
+def attacking_site(target: str, job_id: str) -> contextlib.AbstractContextManager[str]:
     """A page on another site (localhost, while Darkroom is 127.0.0.1) that tries every
     write a page can send without asking: a `text/plain` fetch, and form posts."""
     page = f"""<!doctype html><link rel="icon" href="data:,">
@@ -200,26 +207,7 @@ def attacking_site(target: str, job_id: str) -> Iterator[str]:
   ]).then(() => "sent");
   document.getElementById("create").submit();
 </script>""".encode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://localhost:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    return other_site({"/": page}, host="localhost")
 
 
 def test_a_page_on_another_site_cannot_create_or_resend_anything(
