@@ -6,8 +6,11 @@ webhook receivers) are in tests/test_hardening_wire.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -309,3 +312,50 @@ def test_an_output_download_does_not_follow_a_redirect_into_the_network() -> Non
             "/out.png",
             "/out.png",
         ]
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str = "4m") -> Iterator[Path]:
+    """A real, tiny file system (tmpfs) mounted on `folder`; skips where mounting is refused."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_read_only_or_full_disk_is_named_and_retried(app: Flask, client: FlaskClient) -> None:
+    """Real file-system faults: EROFS and ENOSPC fail the attempt as transient, named."""
+    app.config["MIN_FREE_DISK_MB"] = 0
+    app.config["MAX_RETRIES"] = 5
+    job_id = submit(client, parameters={"num_inference_steps": 1, "width": 512, "height": 512})[
+        "id"
+    ]
+    with small_disk(media.media_root()) as disk:
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        assert client.post(GENERATE, json={"prompt": "while read-only"}).status_code == 503
+        tasks.run_job.call_local(job_id)
+        db.session.commit()
+        body = client.get(f"{API}/jobs/status/{job_id}").get_json()
+        assert body["error_message"] == "media storage is not writable: Read-only file system"
+        assert body["retry_count"] == 1 and body["status"] in ("pending", "retrying"), body
+
+        subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+        # Leave no room for a picture (unbuffered: closing has nothing left to flush).
+        with open(disk / "filler", "wb", buffering=0) as filler, contextlib.suppress(OSError):
+            while True:
+                filler.write(b"\0" * 65536)
+        time.sleep(0.1)  # past the retry's short delay (TEST_CONFIG)
+        tasks.run_job.call_local(job_id)
+        db.session.commit()
+        body = client.get(f"{API}/jobs/status/{job_id}").get_json()
+        assert body["error_message"] == "media storage is not writable: No space left on device"
+        assert body["retry_count"] == 2, body
+        assert not list(disk.rglob("*.part")), "a cut-off write was left behind"
