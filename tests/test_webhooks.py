@@ -34,6 +34,7 @@ from tests.helpers import submit
 from tests.procs import running_stack
 from tests.webhook_receiver import HUGE, Received, Receiver, Reply, Unanswered
 from webapp import __version__, attempts, create_app, jobs, tasks, webhooks
+from webapp.delivery import DeliveryPool, destination, later, start_pool, stop_pool
 from webapp.extensions import db, huey
 from webapp.models import Job, WebhookAttempt, WebhookEvent, now_utc
 
@@ -467,6 +468,102 @@ def test_a_binary_answer_is_stored_as_at_most_1_kib_of_text(
     assert excerpt.startswith("\ufffd")  # NUL is not text (PostgreSQL refuses it)
     assert "\x00" not in excerpt
     assert 0 < len(excerpt.encode("utf-8")) <= 1024
+
+
+# -- the consumer's delivery pool ---------------------------------------------------------
+
+
+@pytest.fixture
+def pool(app: Flask) -> Iterator[DeliveryPool]:
+    """The pool the consumer starts, here in this process: two threads, one per host."""
+    app.config["WEBHOOK_CONCURRENCY"] = 2
+    app.config["WEBHOOK_PER_HOST"] = 1
+    yield start_pool(app)
+    stop_pool(10)  # also after a failure: later tests deliver inline
+
+
+def test_with_the_pool_a_delivery_never_holds_the_tasks_thread(
+    client: FlaskClient, receiver: Receiver, pool: DeliveryPool
+) -> None:
+    receiver.reply(Reply(hang=True))
+    with Receiver() as other:
+        urls = [receiver.url(), receiver.url(), other.url()]
+        job_ids = [submit(client, parameters=SMALL, webhook_url=url)["id"] for url in urls]
+        for job_id in job_ids:
+            tasks.run_job.call_local(job_id)
+        huey.flush()  # this test hands the deliveries over itself
+        hanging, behind, elsewhere = (webhooks.event_id_for(job_id) for job_id in job_ids)
+        started = time.monotonic()
+        for event_id in (hanging, behind, elsewhere):
+            tasks.deliver_webhook.call_local(event_id)
+        assert time.monotonic() - started < 0.5  # none of them waited for its receiver
+        other.wait_for(1)  # another host: at once
+        assert pool.waiting_ids() == {behind}  # the hanging host's one place is taken
+        first, second = receiver.wait_for(2, timeout=5)
+        # It went out when the first was cut off at the timeout (1 s), not through the queue.
+        assert second.arrived_monotonic - first.arrived_monotonic >= 0.9
+        assert stop_pool(5)
+    assert [t.args for t in queued("deliver_webhook")] == [(hanging,)]  # the retry
+    statuses = [delivery(client, job_id)["status"] for job_id in job_ids]
+    assert statuses == ["retrying", "delivered", "delivered"]
+    assert [a["error"] for a in delivery(client, job_ids[0])["attempts"]] == ["timed out"]
+    run_tasks()  # with the pool stopped, tasks deliver inline again
+    assert delivery(client, job_ids[0])["status"] == "delivered"
+
+
+def test_past_its_wait_list_a_delivery_goes_back_to_the_queue(
+    client: FlaskClient, receiver: Receiver, pool: DeliveryPool
+) -> None:
+    pool.waiting_per_host = 1
+    receiver.reply(Reply(hang=True))
+    job_ids = [submit(client, parameters=SMALL, webhook_url=receiver.url())["id"] for _ in "abc"]
+    for job_id in job_ids:
+        tasks.run_job.call_local(job_id)
+    huey.flush()
+    running, waiting, refused = (webhooks.event_id_for(job_id) for job_id in job_ids)
+    tasks.deliver_webhook.call_local(running)
+    receiver.wait_for(1)
+    tasks.deliver_webhook.call_local(waiting)
+    tasks.deliver_webhook.call_local(refused)
+    assert pool.waiting_ids() == {waiting}
+    [message] = queued("deliver_webhook")
+    assert message.args == (refused, 1)  # offered again later, and later each time
+    assert timedelta(0) < message.eta - _utcnow() <= timedelta(seconds=0.6)
+    # Stopping hands the waiting delivery back to the queue and waits for the running one.
+    assert stop_pool(5)
+    assert sorted(t.args for t in queued("deliver_webhook")) == sorted(
+        [(running,), (waiting,), (refused, 1)]
+    )
+    assert len(receiver.requests) == 1
+    run_tasks()
+    assert [delivery(client, job_id)["status"] for job_id in job_ids] == ["delivered"] * 3
+
+
+def test_a_delivery_that_is_not_due_takes_no_place_in_the_pool(
+    client: FlaskClient, receiver: Receiver, pool: DeliveryPool
+) -> None:
+    job_id = submit(client, parameters=SMALL, webhook_url=receiver.url())["id"]
+    tasks.run_job.call_local(job_id)
+    huey.flush()
+    event_id = webhooks.event_id_for(job_id)
+    backdate(event_id, next_attempt_at=now_utc() + timedelta(minutes=5))
+    tasks.deliver_webhook.call_local(event_id)  # early: dropped, as `deliver` drops it
+    assert pool.busy == 0 and queued("deliver_webhook") == []
+    assert stop_pool(5) and receiver.requests == []
+
+
+def test_destinations_are_host_and_port() -> None:
+    assert destination("http://Example.COM/hook") == "example.com:80"
+    assert destination("https://example.com/hook") == "example.com:443"
+    assert destination("https://example.com:8443/a?b") == "example.com:8443"
+    assert destination("http://[::1]:9000/hook") == "::1:9000"
+
+
+def test_refused_deliveries_wait_longer_each_time_up_to_the_timeout() -> None:
+    for deferred, low, high in [(0, 0.4, 0.6), (1, 0.8, 1.2), (3, 3.2, 4.8), (9, 12, 18)]:
+        waits = [later(deferred, timeout=15.0) for _ in range(50)]
+        assert all(low <= w <= high for w in waits), (deferred, waits)
+        assert len(set(waits)) > 1  # jittered
 
 
 # -- retries ------------------------------------------------------------------------------

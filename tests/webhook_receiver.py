@@ -13,6 +13,7 @@ or endless body, or a status line followed by a header that trickles in forever.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import ssl
 import threading
@@ -34,7 +35,7 @@ class Reply:
     body: bytes = b"ok"
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before the status line
-    hang: bool = False  # never answer (until the receiver is closed)
+    hang: bool = False  # never answer (until the client hangs up or the receiver is closed)
     size: int = 0  # send a body of this many bytes (with Content-Length) instead of `body`
     endless: bool = False  # a chunked body that never ends
     trickle: float = 0.0  # status line, then one header byte per `trickle` seconds, forever
@@ -59,6 +60,7 @@ class Received:
     peer: tuple[str, int]
     sent_bytes: int = 0  # body bytes the receiver managed to send back
     cut_off: bool = False  # the client closed the connection before the answer was sent
+    hung_up: float | None = None  # time.monotonic() when the client gave up on a hang
 
     def header(self, name: str) -> str | None:
         """A header's value, looked up case-insensitively."""
@@ -113,9 +115,25 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = _handle
 
+    def _hang(self, record: Received, closing: threading.Event) -> None:
+        """Say nothing until the client hangs up (noted, to tell how many wait at once)."""
+        deadline = time.monotonic() + MAX_SECONDS
+        while not closing.is_set() and time.monotonic() < deadline:
+            readable, _, _ = select.select([self.connection], [], [], 0.02)
+            if not readable:
+                continue
+            try:
+                more = self.connection.recv(CHUNK)
+            except OSError:
+                more = b""
+            if not more:  # end of stream: the client closed its side
+                record.hung_up = time.monotonic()
+                record.cut_off = True
+                return
+
     def _answer(self, reply: Reply, record: Received, closing: threading.Event) -> None:
         if reply.hang:
-            closing.wait(MAX_SECONDS)
+            self._hang(record, closing)
             return
         if reply.delay and closing.wait(reply.delay):
             return

@@ -53,6 +53,8 @@ class Defaults:
     WEBHOOK_CA_BUNDLE = ""  # a PEM file of private CAs trusted for HTTPS webhooks, too
     WEBHOOK_CONNECT_TIMEOUT = 5.0
     WEBHOOK_TIMEOUT = 15.0
+    WEBHOOK_CONCURRENCY = 4  # the consumer's delivery threads, apart from the job threads
+    WEBHOOK_PER_HOST = 2  # of those, at most this many deliver to one host and port at once
     MAX_CONTENT_LENGTH = 1024 * 1024
     MIN_FREE_DISK_MB = 500  # below this much free space on the media disk, new jobs get 503
     MAX_STORAGE_GB = 0.0  # >0: new jobs get 503 once the media pictures total this much
@@ -91,7 +93,7 @@ POSITIVE = frozenset(
         "LEASE_SECONDS", "WORKER_CONCURRENCY", "DOORBELL_WAIT_SECONDS", "REPLICATE_POLL_SECONDS",
         "REPLICATE_CONNECT_TIMEOUT", "REPLICATE_READ_TIMEOUT", "REPLICATE_DEADLINE_SECONDS",
         "REPLICATE_MAX_DOWNLOAD_BYTES", "REPLICATE_MAX_PIXELS", "WEBHOOK_CONNECT_TIMEOUT",
-        "WEBHOOK_TIMEOUT", "MAX_CONTENT_LENGTH",
+        "WEBHOOK_TIMEOUT", "WEBHOOK_CONCURRENCY", "WEBHOOK_PER_HOST", "MAX_CONTENT_LENGTH",
     }
 )  # fmt: skip
 """Numeric settings that must be above zero; the other numeric ones may also be zero."""

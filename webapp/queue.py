@@ -26,14 +26,14 @@ def _tasks() -> Any:
     return tasks
 
 
-def _enqueue(task_name: str, key: str, delay: float) -> None:
+def _enqueue(task_name: str, key: str, delay: float, *more: Any) -> None:
     """Queue a task for one id, now or after `delay` seconds; a failure is only logged."""
     task = getattr(_tasks(), task_name)
     try:
         if delay > 0:
-            task.schedule(args=(key,), delay=delay)
+            task.schedule(args=(key, *more), delay=delay)
         else:
-            task(key)
+            task(key, *more)
     except Exception:
         log.exception("could not queue %s for %s; upkeep will queue it again", task_name, key)
 
@@ -43,9 +43,16 @@ def enqueue_job(job_id: str, delay: float = 0) -> None:
     _enqueue("run_job", job_id, delay)
 
 
-def enqueue_delivery(event_id: str, delay: float = 0) -> None:
-    """Queue a delivery attempt of a webhook event."""
-    _enqueue("deliver_webhook", event_id, delay)
+def enqueue_delivery(event_id: str, delay: float = 0, deferred: int = 0) -> None:
+    """Queue a delivery attempt of a webhook event.
+
+    `deferred`: how often the delivery pool already turned this attempt away (it waits
+    longer each time; see `webapp.delivery.later`).
+    """
+    if deferred:
+        _enqueue("deliver_webhook", event_id, delay, deferred)
+    else:
+        _enqueue("deliver_webhook", event_id, delay)
 
 
 def enqueue_upstream_cancel(job_id: str) -> None:

@@ -2,7 +2,8 @@
 
 Tasks take ids, never objects, and run inside an app context. Huey's own retries stay off:
 attempts are counted in the jobs table, which survives a killed worker. The domain queues
-these tasks through `webapp.queue`, never by importing this module.
+these tasks through `webapp.queue`, never by importing this module. Webhook attempts run on
+the consumer's delivery pool (`webapp.delivery`), never on the worker threads jobs need.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 from flask import Flask, has_app_context
 from huey import crontab
 
-from webapp import attempts, webhooks
+from webapp import attempts, delivery, webhooks
 from webapp.attempts import Claim
 from webapp.database import write_transaction
 from webapp.extensions import db, huey
@@ -25,6 +26,7 @@ from webapp.media import StorageUnwritable, purge_expired, store_image, sweep_or
 from webapp.models import Job, JobStatus, WorkerBeat, now_utc
 from webapp.providers import get_model, provider_for
 from webapp.providers.base import GenerationTask, LeaseLost, ProviderError
+from webapp.queue import enqueue_delivery
 from webapp.signals import this_app
 from webapp.workers import split_identity, worker_identity
 
@@ -183,9 +185,26 @@ def cancel_upstream(job_id: str) -> None:
 
 @huey.task()
 @in_app_context
-def deliver_webhook(event_id: str) -> None:
-    """Make one delivery attempt of a webhook event."""
-    webhooks.deliver(event_id)
+def deliver_webhook(event_id: str, deferred: int = 0) -> None:
+    """Hand a due webhook event to the delivery pool, or put it back in the queue for later.
+
+    This runs on a worker thread that generations need, so it never waits for a receiver:
+    the attempt runs on the pool, which keeps it until its destination has room. When not
+    even that is possible (too many wait for the destination already, or the consumer is
+    stopping), the message is queued again (`deferred` counts how often, to wait longer
+    each time). Where no pool was started (anything but the consumer, such as tests that
+    run tasks in their own process) the attempt is made right here.
+    """
+    pool = delivery.running_pool()
+    if pool is None:
+        webhooks.deliver(event_id)
+        return
+    url = webhooks.due_url(event_id)
+    if url is None:
+        return  # not due, being delivered, ended or gone: `deliver` would drop it too
+    if not pool.offer(event_id, delivery.destination(url)):
+        delay = delivery.later(deferred, float(this_app().config["WEBHOOK_TIMEOUT"]))
+        enqueue_delivery(event_id, delay=delay, deferred=deferred + 1)
 
 
 def queued_ids(task_name: str) -> set[str] | None:
@@ -222,7 +241,16 @@ def sweep_storage() -> None:
 def upkeep() -> None:
     """Every minute: recover jobs of dead workers, re-send lost messages and webhooks."""
     attempts.reap(queued_job_ids())
-    webhooks.sweep(queued_ids("deliver_webhook"))
+    webhooks.sweep(queued_delivery_ids())
+
+
+def queued_delivery_ids() -> set[str] | None:
+    """Events whose delivery waits: in the queue, or in this consumer's pool for its turn."""
+    ids = queued_ids("deliver_webhook")
+    pool = delivery.running_pool()
+    if ids is not None and pool is not None:
+        ids |= pool.waiting_ids()
+    return ids
 
 
 def beat(worker_id: str) -> None:
@@ -245,13 +273,17 @@ _start_lock = threading.Lock()
 
 @huey.on_startup()
 def on_consumer_start() -> None:
-    """Once per consumer process: recover what a previous crash left, then keep a heartbeat."""
+    """Start (or resume) the delivery pool; then, once per consumer process, recover what a
+    previous crash left and keep a heartbeat."""
     global _started
     with _start_lock:  # every worker thread runs the start-up hooks
+        # Before any worker thread takes a delivery message (it would make the attempt on
+        # its own thread), and again for one that huey restarts after `on_worker_stop`.
+        app = worker_app()
+        delivery.start_pool(app)
         if _started:
             return
         _started = True
-    app = worker_app()
     listen = getattr(huey.storage, "listen", None)
     if listen is not None:
         # Idle workers wait for the doorbell instead of polling the queue file.
@@ -266,7 +298,7 @@ def on_consumer_start() -> None:
         try:
             attempts.reap(queued_job_ids())
             # Webhooks too, without waiting for the periodic upkeep to get through the queue.
-            webhooks.sweep(queued_ids("deliver_webhook"))
+            webhooks.sweep(queued_delivery_ids())
         except Exception:
             log.exception("start-up recovery failed; the periodic reaper will retry")
         finally:
@@ -284,3 +316,29 @@ def on_consumer_start() -> None:
                     db.session.remove()
 
     threading.Thread(target=keep_beating, name="worker-beat", daemon=True).start()
+
+
+# After an attempt's timeout, the time a stopping consumer allows for recording its outcome.
+RECORD_SECONDS = 1.0
+
+
+@huey.on_shutdown()
+def on_worker_stop() -> None:
+    """As a worker thread stops: hand the waiting deliveries back to the queue and let
+    those in flight end before the process does.
+
+    An attempt ends by its timeout, so a graceful stop (SIGINT) waits about that long at
+    most for receivers that hang, and each attempt's outcome is recorded and its retry
+    queued, rather than left claimed for the next consumer's sweep. Huey also stops a
+    worker thread alone (one that died, or `--max-tasks`); the thread it starts instead
+    runs `on_consumer_start`, which resumes the pool.
+    """
+    pool = delivery.running_pool()
+    if pool is None:
+        return
+    timeout = float(worker_app().config["WEBHOOK_TIMEOUT"]) + RECORD_SECONDS
+    if not pool.stop(timeout):
+        log.warning(
+            "webhook deliveries still running after %.0fs; the next consumer sends them again",
+            timeout,
+        )

@@ -229,6 +229,18 @@ def _claim(event_id: str) -> str | None:
     return token if changed == 1 else None
 
 
+def due_url(event_id: str) -> str | None:
+    """The URL of an event whose attempt may start now; None if it is not due, is being
+    delivered, has ended or is gone (a message that `deliver` would drop)."""
+    return db.session.scalar(
+        select(WebhookEvent.url).where(
+            WebhookEvent.id == event_id,
+            WebhookEvent.status.in_(CLAIMABLE_DELIVERIES),
+            WebhookEvent.next_attempt_at <= now_utc(),
+        )
+    )
+
+
 def _send(event: WebhookEvent) -> tuple[int | None, float | None, str | None, str | None, bool]:
     """One POST. Returns status code, latency, error, answer excerpt, and whether to give up."""
     config = current_app.config
