@@ -815,6 +815,10 @@ def test_redelivery_sends_the_same_event_with_a_fresh_signature(
     answer = response.get_json()
     assert answer["id"] == webhooks.event_id_for(job_id)
     assert answer["status"] == "pending"
+    # While that attempt waits, another redelivery would send the event twice: 409.
+    again = client.post(f"{API}/jobs/{job_id}/webhooks/redeliver")
+    assert again.status_code == 409, again.get_json()
+    assert "already waiting or running" in again.get_json()["detail"]
     run_tasks()
     _, again = receiver.wait_for(2)
     assert again.header("webhook-id") == first.header("webhook-id")
