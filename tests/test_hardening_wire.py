@@ -6,8 +6,11 @@ should and leaves one INFO line in the log, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.procs import Stack, running_stack
+from tests.procs import PROJECT_ROOT, VENV_BIN, Stack, free_port, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -212,3 +215,37 @@ def test_two_hundred_slow_clients_do_not_starve_the_web_tier(stack: Stack, parti
             sock.close()
     assert live[98] < 1.0, f"p99 of health/live with 200 slow clients: {live[98]:.3f}s"
     assert status[48] < 1.0, f"p98 of status with 200 slow clients: {status[48]:.3f}s"
+
+
+# -- an open service on the network -----------------------------------------------------------
+
+
+def test_the_procfile_web_warns_that_it_is_open_to_the_network(stack: Stack) -> None:
+    """The Procfile binds 0.0.0.0: the log says who can use it and what to do."""
+    log = stack.log_text("web")
+    assert "[WARNING] Darkroom listens on http://0.0.0.0:" in log, log
+    assert "has no accounts: anyone who can reach it" in log
+    assert "README: Security on a network" in log
+
+
+def test_a_loopback_web_does_not_warn(tmp_path: Path) -> None:
+    """Bound to 127.0.0.1 only this machine can reach it: no warning."""
+    port = free_port()
+    env = {**os.environ, "DARKROOM_INSTANCE_PATH": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)}
+    web = subprocess.Popen(
+        [str(VENV_BIN / "gunicorn"), "wsgi:app", "--bind", f"127.0.0.1:{port}",
+         "--workers", "1", "--config", "python:webapp.serving"],
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            time.sleep(0.1)
+    finally:
+        web.terminate()
+        output = web.communicate(timeout=30)[0].decode(errors="replace")
+    assert "Listening at: http://127.0.0.1:" in output, output
+    assert "has no accounts" not in output, output

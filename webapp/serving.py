@@ -1,4 +1,6 @@
-"""Hooks of the web process's gunicorn (the Procfile passes `--config python:webapp.serving`).
+"""Hooks of the web process's gunicorn (the Procfile passes `--config python:webapp.serving`):
+a turn for every connection under gevent, and a warning when an open Darkroom listens
+beyond this machine.
 
 gunicorn reads a settings module's functions as server hooks; only hooks live here, the
 command line keeps the settings a deployer changes (binding, workers, worker class).
@@ -6,6 +8,8 @@ command line keeps the settings a deployer changes (binding, workers, worker cla
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from typing import Any
 
 
@@ -25,3 +29,24 @@ def post_request(worker: Any, req: Any, environ: dict[str, Any], resp: Any) -> N
         import gevent
 
         gevent.sleep(0)
+
+
+def when_ready(server: Any) -> None:
+    """Say at start when Darkroom listens beyond this machine with no accounts to ask for.
+
+    Every job, picture and the operator's provider credit is open to whoever can reach the
+    address; on a trusted network that may be the plan, elsewhere it is a surprise.
+    """
+    for listener in getattr(server, "LISTENERS", []):
+        sock = getattr(listener, "sock", None)
+        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        host = sock.getsockname()[0]
+        if not ipaddress.ip_address(host.split("%")[0]).is_loopback:
+            server.log.warning(
+                "Darkroom listens on %s and has no accounts: anyone who can reach it can "
+                "create, read and delete jobs and spend the configured providers' credit. "
+                "Bind to 127.0.0.1, or keep it on a trusted network or behind a proxy that "
+                "asks who is there (README: Security on a network).",
+                listener,
+            )
