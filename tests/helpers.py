@@ -7,6 +7,7 @@ is imported; pytest always loads it first.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -85,6 +86,14 @@ def run_queue(limit: int = 100) -> int:
             run_job.call_local(*task.args)
             ran += 1
     return ran
+
+
+def csrf_token(client: FlaskClient) -> str:
+    """A CSRF token for the pages' forms, read off the index page as a browser would."""
+    html = client.get("/").get_data(as_text=True)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "the create form carries a CSRF token"
+    return match.group(1)
 
 
 def submit(client: FlaskClient, prompt: str = "a red fox in the snow", **body: Any) -> dict:

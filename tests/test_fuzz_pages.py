@@ -9,7 +9,6 @@ fields, mixed with real job and media ids and with forged gallery cursors.
 from __future__ import annotations
 
 import base64
-import re
 from urllib.parse import quote
 
 import pytest
@@ -19,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.datastructures import MultiDict
 
-from tests.helpers import run_queue, submit
+from tests.helpers import csrf_token, run_queue, submit
 from webapp.gallery import Cursor, gallery_page
 
 pytestmark = pytest.mark.fuzz
@@ -54,12 +53,6 @@ def page_routes(app: Flask) -> list[tuple[str, str, list[str]]]:
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             routes.append((method, rule.rule, sorted(rule.arguments)))
     return routes
-
-
-def csrf_token(client: FlaskClient) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/").get_data(as_text=True))
-    assert match, "the index page carries no CSRF token"
-    return match.group(1)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from flask import Flask, g
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from tests.helpers import run_queue, submit
+from tests.helpers import csrf_token, run_queue, submit
 from webapp import media, tasks
 from webapp.extensions import db
 from webapp.models import Job
@@ -198,6 +198,10 @@ def test_disk_limits_pause_new_jobs(
     assert response.status_code == 503, response.get_json()
     assert words in response.get_json()["detail"]
     assert response.headers["Retry-After"].isdigit()
+    # The browser's form is paused the same way, with an HTML page that says why.
+    page = client.post("/jobs", data={"csrf_token": csrf_token(client), "prompt": "also"})
+    assert page.status_code == 503 and page.mimetype == "text/html"
+    assert words in page.get_data(as_text=True) and page.headers["Retry-After"].isdigit()
     health = client.get(f"{API}/health").get_json()
     assert health["services"]["storage"] is False
 

@@ -23,7 +23,7 @@ from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, select, text
 
 from bench import populate
-from tests.helpers import TEST_CONFIG, run_queue, submit
+from tests.helpers import TEST_CONFIG, csrf_token, run_queue, submit
 from webapp import attempts, create_app, jobs
 from webapp.database import MIGRATIONS
 from webapp.extensions import db, huey
@@ -69,13 +69,6 @@ def assert_exact(client: FlaskClient) -> dict[str, int]:
         assert body["total"] == real.get(status, 0), status
         assert len(body["jobs"]) == min(1, real.get(status, 0))
     return real
-
-
-def csrf_token(client: FlaskClient) -> str:
-    html = client.get("/").get_data(as_text=True)
-    marker = 'name="csrf_token" value="'
-    start = html.index(marker) + len(marker)
-    return html[start : html.index('"', start)]
 
 
 def raw_sqlite(app: Flask) -> sqlite3.Connection:

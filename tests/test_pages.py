@@ -10,20 +10,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import update
 
-from tests.helpers import run_queue, submit
+from tests.helpers import csrf_token, run_queue, submit
 from webapp.extensions import db
 from webapp.gallery import Cursor, gallery_page, queue_counts
 from webapp.media import media_root
 from webapp.models import Job, WebhookEvent, now_utc
 
 HX = {"HX-Request": "true"}
-
-
-def csrf_token(client: FlaskClient) -> str:
-    html = client.get("/").get_data(as_text=True)
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match, "the create form carries a CSRF token"
-    return match.group(1)
 
 
 def post_form(client: FlaskClient, url: str, data: dict, htmx: bool = True):

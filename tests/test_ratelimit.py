@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from tests.helpers import csrf_token
 from tests.procs import API, running_stack
 
 BODY = {"prompt": "a limited fox", "parameters": {"width": 128, "height": 128}}
@@ -45,9 +46,19 @@ def test_creation_is_limited_per_client(client: FlaskClient) -> None:
     assert other.status_code == 201
 
 
+def test_redelivery_draws_on_the_creation_bucket(client: FlaskClient) -> None:
+    """Each redelivery sends a signed POST out: it counts as a creation (API and page)."""
+    job_id = create(client).get_json()["id"]  # 1 of 3; not finished: each answers 409
+    assert client.post(f"{API}/jobs/{job_id}/webhooks/redeliver").status_code == 409
+    form = {"csrf_token": csrf_token(client)}
+    assert client.post(f"/jobs/{job_id}/webhooks/redeliver", data=form).status_code == 409
+    refused = client.post(f"{API}/jobs/{job_id}/webhooks/redeliver")
+    assert refused.status_code == 429, refused.get_json()
+    assert create(client).status_code == 429
+
+
 def test_api_and_browser_share_the_creation_bucket(client: FlaskClient) -> None:
-    html = client.get("/").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+    token = csrf_token(client)
     assert create(client).status_code == 201
     assert create(client).status_code == 201
     form = {"csrf_token": token, "prompt": "from the form", "model": "demo"}

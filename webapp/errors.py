@@ -7,8 +7,8 @@ import re
 import secrets
 from typing import Any
 
-from flask import Flask, Response, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from flask import Flask, Response, jsonify, make_response, render_template, request
+from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
 from webapp.jobs import JobNotCancellable, JobNotFound
 from webapp.media import MediaExpired, MediaNotFound, StorageUnavailable
@@ -99,11 +99,7 @@ def register_errors(app: Flask) -> None:
     @app.errorhandler(StorageUnavailable)
     def storage_unavailable(exc: StorageUnavailable) -> Any:
         detail = f"New jobs are paused: {exc}. Try again later."
-        response = _page_or_json(503, detail)
-        if isinstance(response, Response):
-            response.headers["Retry-After"] = str(StorageUnavailable.RETRY_AFTER)
-            return response
-        return (*response, {"Retry-After": str(StorageUnavailable.RETRY_AFTER)})
+        return http_error(ServiceUnavailable(detail, retry_after=StorageUnavailable.RETRY_AFTER))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
@@ -118,12 +114,11 @@ def register_errors(app: Flask) -> None:
             detail = "Not found"
         elif status == 405:
             detail = f"Method {request.method} is not allowed here"
-        response = _page_or_json(status, detail)
-        if isinstance(response, Response):
-            # Only the headers that belong to the error (werkzeug's also name an HTML body).
-            for header, value in exc.get_headers():
-                if header.lower() in ("allow", "retry-after", "content-range"):
-                    response.headers[header] = value
+        response = make_response(_page_or_json(status, detail))
+        # Only the headers that belong to the error (werkzeug's also name an HTML body).
+        for header, value in exc.get_headers():
+            if header.lower() in ("allow", "retry-after", "content-range"):
+                response.headers[header] = value
         return response
 
     @app.errorhandler(Exception)

@@ -72,21 +72,26 @@ def limited(config_key: str, scope: str) -> Callable[[F], F]:
     return mark
 
 
+def view_method(view: Any, method: str) -> Any:
+    """The function that answers `method` on a view: a class view's method (its `get` for
+    HEAD unless it has a `head`), or the view function itself. Decorators such as `limited`
+    and `security.takes_json_body` leave their marks there."""
+    view_class = getattr(view, "view_class", None)
+    if view_class is None:
+        return view
+    name = method.lower()
+    if name == "head" and not hasattr(view_class, "head"):
+        name = "get"
+    return getattr(view_class, name, None)
+
+
 def declared_limits(app: Flask) -> dict[tuple[str, str], tuple[str, str]]:
     """(endpoint, method) → (config key, scope) for every view marked with `limited`."""
     found = {}
     for endpoint, view in app.view_functions.items():
-        view_class = getattr(view, "view_class", None)
         for rule in app.url_map.iter_rules(endpoint):
             for method in (rule.methods or set()) - {"OPTIONS"}:
-                fn: Any = view
-                if view_class is not None:
-                    # A class view answers HEAD with its `get` unless it has its own `head`.
-                    name = method.lower()
-                    if name == "head" and not hasattr(view_class, "head"):
-                        name = "get"
-                    fn = getattr(view_class, name, None)
-                declared = getattr(fn, _RULE, None)
+                declared = getattr(view_method(view, method), _RULE, None)
                 if declared is not None:
                     found[(endpoint, method)] = declared
     return found

@@ -11,6 +11,8 @@ from flask import Flask, Request, Response, current_app, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 
+from webapp.ratelimit import view_method
+
 csrf = CSRFProtect()
 
 # No inline script or style and no eval anywhere in the pages: htmx is configured for it.
@@ -40,13 +42,6 @@ def takes_json_body(fn: Any) -> Any:
     """
     setattr(fn, JSON_BODY_MARK, True)
     return fn
-
-
-def _view_method() -> Any:
-    """The method of the class-based view that will answer this request, if any."""
-    view = current_app.view_functions.get(request.endpoint or "")
-    view_class = getattr(view, "view_class", None)
-    return getattr(view_class, request.method.lower(), None) if view_class else view
 
 
 def _origin(url: str) -> str:
@@ -87,7 +82,8 @@ def guard_api_write() -> Response | None:
     reason = cross_site_reason()
     if reason:
         return json_error(403, {"detail": f"Cross-site request refused: {reason}"})
-    if getattr(_view_method(), JSON_BODY_MARK, False) and request.mimetype != JSON:
+    answering = view_method(current_app.view_functions.get(request.endpoint or ""), request.method)
+    if getattr(answering, JSON_BODY_MARK, False) and request.mimetype != JSON:
         sent = request.mimetype or "none"
         return json_error(
             415, {"detail": f"Content-Type must be {JSON} (this request sent: {sent[:100]})"}

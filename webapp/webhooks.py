@@ -23,7 +23,7 @@ from typing import Any
 
 import urllib3
 from flask import Flask, current_app
-from sqlalchemy import exists, select, update
+from sqlalchemy import ColumnElement, exists, select, update
 from sqlalchemy.exc import IntegrityError
 
 from webapp import netguard, urls
@@ -204,6 +204,15 @@ def _lease_seconds() -> float:
     return 60 + float(config["WEBHOOK_CONNECT_TIMEOUT"]) + float(config["WEBHOOK_TIMEOUT"])
 
 
+def _due(event_id: str, now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """The event, if an attempt of it may start now (waiting, and its time has come)."""
+    return (
+        WebhookEvent.id == event_id,
+        WebhookEvent.status.in_(CLAIMABLE_DELIVERIES),
+        WebhookEvent.next_attempt_at <= now,
+    )
+
+
 def _claim(event_id: str) -> str | None:
     """Take a due event for one delivery attempt; None if it is not due or someone has it."""
     now = now_utc()
@@ -211,11 +220,7 @@ def _claim(event_id: str) -> str | None:
     with write_transaction():
         changed = rows_changed(
             update(WebhookEvent)
-            .where(
-                WebhookEvent.id == event_id,
-                WebhookEvent.status.in_(CLAIMABLE_DELIVERIES),
-                WebhookEvent.next_attempt_at <= now,
-            )
+            .where(*_due(event_id, now))
             .values(
                 status=DeliveryStatus.DELIVERING,
                 lease_token=token,
@@ -232,13 +237,7 @@ def _claim(event_id: str) -> str | None:
 def due_url(event_id: str) -> str | None:
     """The URL of an event whose attempt may start now; None if it is not due, is being
     delivered, has ended or is gone (a message that `deliver` would drop)."""
-    return db.session.scalar(
-        select(WebhookEvent.url).where(
-            WebhookEvent.id == event_id,
-            WebhookEvent.status.in_(CLAIMABLE_DELIVERIES),
-            WebhookEvent.next_attempt_at <= now_utc(),
-        )
-    )
+    return db.session.scalar(select(WebhookEvent.url).where(*_due(event_id, now_utc())))
 
 
 def _send(event: WebhookEvent) -> tuple[int | None, float | None, str | None, str | None, bool]:

@@ -15,9 +15,7 @@ from pydantic import BaseModel
 
 from webapp.api.schemas import DetailErrorSchema, ServerErrorSchema, ValidationErrorSchema
 from webapp.ratelimit import limited
-from webapp.security import WRITE_METHODS, takes_json_body
-
-JSON = "application/json"
+from webapp.security import JSON, WRITE_METHODS, takes_json_body
 
 
 def ref(name: str) -> dict[str, Any]:
