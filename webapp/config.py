@@ -19,6 +19,9 @@ class Defaults:
     """Built-in defaults; every key can be set as `DARKROOM_<KEY>` in the environment."""
 
     SECRET_KEY = "dev-only-change-me"
+    AUTH = "off"  # "on": accounts, API keys, ownership, signed media URLs (README)
+    DAILY_JOB_QUOTA = 0  # jobs per user per UTC day with accounts on; 0: unlimited
+    SIGNED_URL_SECONDS = 86400  # how long a signed media URL works (accounts on)
     ENVIRONMENT = "production"
     PUBLIC_URL = ""  # empty: http://localhost:$PORT
     DEFAULT_MODEL = ""  # empty: flux-schnell with a Replicate token, else demo
@@ -94,6 +97,7 @@ POSITIVE = frozenset(
         "REPLICATE_CONNECT_TIMEOUT", "REPLICATE_READ_TIMEOUT", "REPLICATE_DEADLINE_SECONDS",
         "REPLICATE_MAX_DOWNLOAD_BYTES", "REPLICATE_MAX_PIXELS", "WEBHOOK_CONNECT_TIMEOUT",
         "WEBHOOK_TIMEOUT", "WEBHOOK_CONCURRENCY", "WEBHOOK_PER_HOST", "MAX_CONTENT_LENGTH",
+        "SIGNED_URL_SECONDS",
     }
 )  # fmt: skip
 """Numeric settings that must be above zero; the other numeric ones may also be zero."""
@@ -136,6 +140,12 @@ def check_settings(config: dict[str, Any]) -> None:
             problems.append(
                 f"DARKROOM_{key}: expected a limit such as 10/minute, got {config[key]!r}"
             )
+    if "AUTH" in config:
+        auth = _switch(config["AUTH"])
+        if auth is None:
+            problems.append(f"DARKROOM_AUTH: expected on or off, got {config['AUTH']!r}")
+        else:
+            config["AUTH"] = auth
     delays = config.get("WEBHOOK_RETRY_DELAYS")
     if delays is not None and not _delays(delays):
         problems.append(
@@ -152,6 +162,21 @@ def check_settings(config: dict[str, Any]) -> None:
             problems.append(f"DARKROOM_WEBHOOK_CA_BUNDLE: {exc}")
     if problems:
         raise RuntimeError("invalid settings: " + "; ".join(problems))
+
+
+def _switch(value: Any) -> str | None:
+    """ "on" or "off" from on/off, true/false, yes/no, 1/0 (any case); None for the rest."""
+    text = str(value).strip().lower()
+    if text in ("on", "true", "yes", "1"):
+        return "on"
+    if text in ("off", "false", "no", "0", ""):
+        return "off"
+    return None
+
+
+def auth_enabled(config: Any) -> bool:
+    """Whether accounts are on (`DARKROOM_AUTH=on`)."""
+    return config.get("AUTH") == "on"
 
 
 def _rate_limit(value: Any) -> bool:

@@ -8,8 +8,15 @@ import secrets
 from typing import Any
 
 from flask import Flask, Response, jsonify, make_response, render_template, request
-from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
+from werkzeug.exceptions import (
+    HTTPException,
+    InternalServerError,
+    ServiceUnavailable,
+    TooManyRequests,
+)
 
+from webapp.accounts import QuotaUsed
+from webapp.auth import retry_after_midnight
 from webapp.jobs import JobNotCancellable, JobNotFound
 from webapp.media import MediaExpired, MediaNotFound, StorageUnavailable
 from webapp.validation import BodyNotJson, RequestInvalid
@@ -100,6 +107,11 @@ def register_errors(app: Flask) -> None:
     def storage_unavailable(exc: StorageUnavailable) -> Any:
         detail = f"New jobs are paused: {exc}. Try again later."
         return http_error(ServiceUnavailable(detail, retry_after=StorageUnavailable.RETRY_AFTER))
+
+    @app.errorhandler(QuotaUsed)
+    def quota_used(exc: QuotaUsed) -> Any:
+        retry_after = retry_after_midnight(exc.resets_at)
+        return http_error(TooManyRequests(str(exc), retry_after=retry_after))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:

@@ -69,9 +69,13 @@ def gallery_page(
     query: str | None = None,
     status: str | None = None,
     limit: int = PAGE_SIZE,
+    owner: str | None = None,
 ) -> GalleryPage:
-    """Jobs newest first after `cursor`, matching every search word and the status."""
+    """Jobs newest first after `cursor`, matching every search word and the status (and of
+    one owner, if given)."""
     stmt = select(Job).options(selectinload(Job.media))
+    if owner is not None:
+        stmt = stmt.where(Job.owner_id == owner)
     if status in {s.value for s in JobStatus}:
         stmt = stmt.where(Job.status == status)
     elif status == "active":
@@ -97,19 +101,29 @@ def gallery_page(
     return GalleryPage(rows, next_cursor)
 
 
-def jobs_by_ids(ids: list[str]) -> list[Job]:
-    """The jobs with these ids (unknown ids are skipped), by primary key."""
+def jobs_by_ids(ids: list[str], owner: str | None = None) -> list[Job]:
+    """The jobs with these ids (unknown ids, and other owners' with an `owner`, are skipped)."""
     wanted = [i for i in dict.fromkeys(ids) if i][:100]
     if not wanted:
         return []
-    return list(
-        db.session.scalars(select(Job).options(selectinload(Job.media)).where(Job.id.in_(wanted)))
-    )
+    stmt = select(Job).options(selectinload(Job.media)).where(Job.id.in_(wanted))
+    if owner is not None:
+        stmt = stmt.where(Job.owner_id == owner)
+    return list(db.session.scalars(stmt))
 
 
-def queue_counts() -> dict[str, int]:
-    """How many jobs wait and how many run, from the per-status counts (constant cost)."""
-    counts = count_by_status(ACTIVE_STATUSES)
+def queue_counts(owner: str | None = None) -> dict[str, int]:
+    """How many jobs wait and how many run: everyone's from the per-status counts (constant
+    cost), or one owner's from the owner's status index."""
+    if owner is None:
+        counts = count_by_status(ACTIVE_STATUSES)
+    else:
+        rows = db.session.execute(
+            select(Job.status, func.count())
+            .where(Job.owner_id == owner, Job.status.in_(ACTIVE_STATUSES))
+            .group_by(Job.status)
+        ).all()
+        counts = {str(status): int(n) for status, n in rows}
     return {
         "waiting": counts.get(JobStatus.PENDING, 0) + counts.get(JobStatus.RETRYING, 0),
         "running": counts.get(JobStatus.PROCESSING, 0),

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from flask import current_app
-from sqlalchemy import RowMapping, Select, Table, bindparam, delete, select, update
+from sqlalchemy import RowMapping, Select, Table, bindparam, delete, func, select, update
 from sqlalchemy.orm import joinedload, selectinload
 
+from webapp.accounts import check_quota
 from webapp.database import rows_changed, single_read, write_transaction
 from webapp.extensions import db
 from webapp.job_counts import count_active, count_jobs
@@ -48,11 +49,12 @@ class JobNotCancellable(Exception):
         self.status = status
 
 
-def get_job(job_id: str) -> Job:
-    """Fetch a job or raise `JobNotFound`."""
+def get_job(job_id: str, owner: str | None = None) -> Job:
+    """Fetch a job or raise `JobNotFound`; with an `owner`, another user's job is not found
+    either (exactly as a missing one: nobody learns which ids exist)."""
     # The media come in the same query: every caller shows them.
     job = db.session.get(Job, job_id, options=[joinedload(Job.media)])
-    if job is None:
+    if job is None or (owner is not None and job.owner_id != owner):
         raise JobNotFound(job_id)
     return job
 
@@ -66,9 +68,11 @@ class JobStatusRead:
 
 
 @functools.cache
-def _status_query(job_columns: tuple[str, ...], media_columns: tuple[str, ...]) -> Select[Any]:
+def _status_query(
+    job_columns: tuple[str, ...], media_columns: tuple[str, ...], owned: bool
+) -> Select[Any]:
     """One Core statement for a job's columns and each of its media's, media in order."""
-    return (
+    stmt = (
         select(
             *(getattr(Job, name).label(name) for name in job_columns),
             *(getattr(Media, name).label(f"media_{name}") for name in media_columns),
@@ -77,19 +81,25 @@ def _status_query(job_columns: tuple[str, ...], media_columns: tuple[str, ...]) 
         .where(Job.id == bindparam("job_id"))
         .order_by(Media.position)
     )
+    return stmt.where(Job.owner_id == bindparam("owner")) if owned else stmt
 
 
 def read_job_status(
-    job_id: str, job_columns: tuple[str, ...], media_columns: tuple[str, ...]
+    job_id: str,
+    job_columns: tuple[str, ...],
+    media_columns: tuple[str, ...],
+    owner: str | None = None,
 ) -> JobStatusRead:
     """The named columns of a job and of its media in one query, or raise `JobNotFound`.
 
     No ORM objects: their identity map and relationship loading cost more than the whole
     rest of the status request, which clients poll in a loop. The caller names the columns
     (the API's status schema is their one list) and the media's `id` must be among them.
+    With an `owner`, another user's job is not found.
     """
+    query = _status_query(job_columns, media_columns, owner is not None)
     with single_read() as conn:
-        rows = conn.execute(_status_query(job_columns, media_columns), {"job_id": job_id}).all()
+        rows = conn.execute(query, {"job_id": job_id, "owner": owner}).all()
     if not rows:
         raise JobNotFound(job_id)
     media = [
@@ -110,14 +120,19 @@ _SUBMITTED_COLUMNS = {
     for attr in (
         "id", "status", "prompt", "model", "parameters", "provider_parameters", "warnings",
         "webhook_url", "client_metadata", "progress", "retry_count", "max_retries", "client_ip",
-        "created_at", "updated_at",
+        "owner_id", "created_at", "updated_at",
     )
 }  # fmt: skip
 _INSERT_JOB = cast(Table, Job.__table__).insert()
 
 
-def submit_job(request: JobCreate, client_ip: str | None = None) -> Job:
-    """Validate a request against its model, store the job and ring the queue's doorbell."""
+def submit_job(
+    request: JobCreate, client_ip: str | None = None, owner_id: str | None = None
+) -> Job:
+    """Validate a request against its model, store the job and ring the queue's doorbell.
+
+    A job with an owner counts against the owner's daily quota (`accounts.QuotaUsed`).
+    """
     models = available_models()
     model_id = request.model or default_model_id(models)
     spec = models.get(model_id)
@@ -136,6 +151,8 @@ def submit_job(request: JobCreate, client_ip: str | None = None) -> Job:
     problem = storage_problem()
     if problem:  # a job accepted now could only fail: its pictures would have nowhere to go
         raise StorageUnavailable(problem)
+    if owner_id is not None:
+        check_quota(owner_id)
     now = now_utc()
     job = Job(
         id=str(uuid.uuid4()),
@@ -149,6 +166,7 @@ def submit_job(request: JobCreate, client_ip: str | None = None) -> Job:
         client_metadata=request.metadata,
         max_retries=int(current_app.config["MAX_RETRIES"]),
         client_ip=client_ip,
+        owner_id=owner_id,
         progress=0.0,
         retry_count=0,
         created_at=now,
@@ -228,15 +246,21 @@ class JobPage:
         return self.page > 1
 
 
-def list_jobs(page: int, per_page: int, status: str | None = None) -> JobPage:
-    """One page of jobs, newest first, optionally of one status.
+def list_jobs(
+    page: int, per_page: int, status: str | None = None, owner: str | None = None
+) -> JobPage:
+    """One page of jobs, newest first, optionally of one status and of one owner.
 
-    Ids are read first from the (status,) created_at, id index alone, then only that page's
-    rows are loaded. Past the middle, the ids are counted from the oldest end instead, so the
-    last page costs what the first does.
+    Ids are read first from the (owner,) (status,) created_at, id index alone, then only that
+    page's rows are loaded. Past the middle, the ids are counted from the oldest end instead,
+    so the last page costs what the first does.
     """
     where = [Job.status == status] if status else []
-    total = count_jobs(status)
+    if owner is not None:
+        where.append(Job.owner_id == owner)
+        total = int(db.session.scalar(select(func.count()).select_from(Job).where(*where)) or 0)
+    else:
+        total = count_jobs(status)
     offset = (page - 1) * per_page
     ids: list[str] = []
     if offset < total:
@@ -260,8 +284,10 @@ def list_jobs(page: int, per_page: int, status: str | None = None) -> JobPage:
 # -- cancelling -------------------------------------------------------------------------
 
 
-def cancel_job(job_id: str) -> Job:
+def cancel_job(job_id: str, owner: str | None = None) -> Job:
     """Cancel a waiting or running job at once; the fence keeps a late result out."""
+    if owner is not None:
+        get_job(job_id, owner)  # another user's job is not found
     now = now_utc()
     with write_transaction():
         changed = rows_changed(
@@ -287,10 +313,10 @@ def cancel_job(job_id: str) -> Job:
     return job
 
 
-def delete_job(job_id: str) -> None:
+def delete_job(job_id: str, owner: str | None = None) -> None:
     """Delete a job with its media rows and files; a running job is cancelled first."""
     with contextlib.suppress(JobNotCancellable):
-        cancel_job(job_id)
+        cancel_job(job_id, owner)
     with write_transaction():
         job = db.session.get(Job, job_id)
         if job is None:

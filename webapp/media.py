@@ -332,17 +332,18 @@ def remove_stored(media_id: str) -> bool:
     return bool(found)
 
 
-def get_media(media_id: str) -> Media:
-    """Fetch a media row or raise `MediaNotFound`."""
+def get_media(media_id: str, owner: str | None = None) -> Media:
+    """Fetch a media row or raise `MediaNotFound`; with an `owner`, another user's media
+    item is not found either."""
     media = db.session.get(Media, media_id)
-    if media is None:
+    if media is None or (owner is not None and media.job.owner_id != owner):
         raise MediaNotFound(media_id)
     return media
 
 
-def get_live_media(media_id: str) -> Media:
+def get_live_media(media_id: str, owner: str | None = None) -> Media:
     """Fetch a media row whose file may still be served; raise `MediaExpired` once expired."""
-    media = get_media(media_id)
+    media = get_media(media_id, owner)
     if media.is_expired(now_utc()):
         raise MediaExpired(media_id)
     return media
@@ -380,10 +381,10 @@ def purge_expired(now: datetime | None = None, batch: int = 500) -> int:
         log.info("retention: purged %d media files", len(rows))
 
 
-def delete_media(media_id: str) -> None:
+def delete_media(media_id: str, owner: str | None = None) -> None:
     """Delete a media row, then its file and thumbnail."""
     with write_transaction():
-        media = get_media(media_id)
+        media = get_media(media_id, owner)
         paths = (media.storage_path, media.thumbnail_path)
         db.session.delete(media)
     # Files go after the commit: a failed commit must not leave a row without its file.

@@ -1,4 +1,5 @@
-"""Database models: jobs, their media, webhook events, and the workers seen recently.
+"""Database models: jobs, their media, webhook events, the workers seen recently, and the
+accounts (users, their API keys, share links) that own jobs once `DARKROOM_AUTH=on`.
 
 The two state machines live here as enums (`JobStatus`, `DeliveryStatus`); their rows store
 the same lowercase values they always did.
@@ -12,7 +13,17 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, LargeBinary, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -126,6 +137,9 @@ class Job(Model):
         Index("ix_jobs_created_at", "created_at", "id"),
         Index("ix_jobs_status_created_at", "status", "created_at", "id"),
         Index("ix_jobs_model_completed_at", "model", "completed_at"),
+        # One user's work, newest first (lists, gallery, counts, the daily quota).
+        Index("ix_jobs_owner_created_at", "owner_id", "created_at", "id"),
+        Index("ix_jobs_owner_status_created_at", "owner_id", "status", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -148,6 +162,8 @@ class Job(Model):
     worker_id: Mapped[str | None] = mapped_column(String(128))
     provider_job_id: Mapped[str | None] = mapped_column(String(128))
     client_ip: Mapped[str | None] = mapped_column(String(64))
+    # Who made it (None: made while accounts were off, until an administrator takes it over).
+    owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
     run_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, onupdate=now_utc)
@@ -273,3 +289,70 @@ class WebhookAttempt(Model):
     response_excerpt: Mapped[str | None] = mapped_column(Text)
 
     event: Mapped[WebhookEvent] = relationship(back_populates="attempts")
+
+
+class User(Model):
+    """An account: signs in to the pages and owns API keys, jobs and share links."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Jobs a day: None follows DARKROOM_DAILY_JOB_QUOTA, 0 is unlimited.
+    daily_quota: Mapped[int | None]
+    # Changed with the password or when disabled: the sessions signed before stop working.
+    session_epoch: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+    api_keys: Mapped[list[ApiKey]] = relationship(
+        back_populates="user", order_by="ApiKey.created_at.desc()", viewonly=True
+    )
+
+
+class ApiKey(Model):
+    """An API key: only its SHA-256 is kept; the key itself is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    # `dr_` and the key's first characters: how people recognise and revoke it.
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(back_populates="api_keys")
+
+    def is_usable(self, now: datetime | None = None) -> bool:
+        """Neither revoked nor expired."""
+        now = now or now_utc()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+class ShareLink(Model):
+    """A public, read-only link to one job's pictures, prompt and model."""
+
+    __tablename__ = "share_links"
+
+    # The token in the link (`/s/<id>`): random, url-safe, unguessable.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    job: Mapped[Job] = relationship()
+
+    def is_open(self, now: datetime | None = None) -> bool:
+        """Neither revoked nor expired."""
+        now = now or now_utc()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)

@@ -52,6 +52,15 @@ def client_ip() -> str:
     return str(parsed)
 
 
+SUBJECT_KEY = "darkroom.limit_subject"
+"""Where `webapp.auth` notes the signed-in user of a request: limits then count per user."""
+
+
+def limit_subject() -> str:
+    """Whom a limit counts: the authenticated user (accounts on), else the client's address."""
+    return str(request.environ.get(SUBJECT_KEY) or client_ip())
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 _RULE = "_darkroom_rate_limit"
 
@@ -124,7 +133,7 @@ class RateLimits:
         if rule is None:
             return
         item, scope = rule
-        key = item.key_for(self.prefix, scope, client_ip())
+        key = item.key_for(self.prefix, scope, limit_subject())
         try:
             count, reset = self._hit(key, item)
         except self.storage.base_exceptions:

@@ -11,6 +11,7 @@ from flask import Flask, Request, Response, current_app, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 
+from webapp.auth import register_auth, session_reaches_api_media
 from webapp.ratelimit import view_method
 
 csrf = CSRFProtect()
@@ -109,12 +110,14 @@ def ensure_secret_key(app: Flask) -> None:
 class PagesSessionInterface(SecureCookieSessionInterface):
     """The signed cookie session (it holds the CSRF token), opened for the pages only.
 
-    The API is token-less JSON and never reads a session; opening one builds a signing
-    serializer and checks the cookie on every request, 7% of a status read.
+    The API is token-less JSON (or takes a bearer key) and never reads a session; opening
+    one builds a signing serializer and checks the cookie on every request, 7% of a status
+    read. The one exception: with accounts on, a media download may be an `<img>` of the
+    signed-in user's own pictures.
     """
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        if request.path.startswith("/api/"):
+        if request.path.startswith("/api/") and not session_reaches_api_media():
             return self.make_null_session(app)
         return super().open_session(app, request)
 
@@ -138,6 +141,7 @@ def register_security(app: Flask, api_blueprints: list) -> None:
     for blueprint in api_blueprints:
         csrf.exempt(blueprint)  # token-less: guard_api_write keeps other sites out instead
     app.before_request(guard_api_write)
+    register_auth(app)  # after the cross-site check, before the rate limits count
 
     @app.after_request
     def security_headers(response: Response) -> Response:

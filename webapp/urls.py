@@ -1,8 +1,13 @@
-"""Public URLs of resources, built from `DARKROOM_PUBLIC_URL` (no request needed)."""
+"""Public URLs of resources, built from `DARKROOM_PUBLIC_URL` (no request needed).
+
+With accounts on, media URLs carry an expiring signature (`webapp.auth.signed`).
+"""
 
 from __future__ import annotations
 
 from flask import current_app
+
+from webapp.auth import signed
 
 API_PREFIX = "/api/v1"
 
@@ -21,6 +26,16 @@ def absolute(path: str) -> str:
 def job_status_path(job_id: str) -> str:
     """Where a job's status is read."""
     return f"{API_PREFIX}/jobs/status/{job_id}"
+
+
+def media_url(media_id: str) -> str:
+    """A media file's absolute URL (signed with accounts on: it works with no key)."""
+    return public_base() + signed(media_path(media_id))
+
+
+def thumbnail_url(media_id: str) -> str:
+    """A thumbnail's absolute URL (signed with accounts on)."""
+    return public_base() + signed(thumbnail_path(media_id))
 
 
 def media_path(media_id: str) -> str:

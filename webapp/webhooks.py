@@ -121,7 +121,7 @@ def payload(job: Job) -> dict[str, Any]:
         return {
             "job_id": job.id,
             "status": "completed",
-            "media_url": urls.absolute(urls.media_path(first.id)) if first else None,
+            "media_url": urls.media_url(first.id) if first else None,
             "media_id": first.id if first else None,
         }
     if job.status == JobStatus.FAILED:

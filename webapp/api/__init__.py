@@ -46,7 +46,7 @@ def register_api(app: Flask) -> None:
     api.init_app(app)
     for unused in ("Error", "PaginationMetadata"):  # flask-smorest's; we answer neither
         api.spec.components.schemas.pop(unused, None)
-    plugin = CommonHeadersPlugin()
+    plugin = CommonHeadersPlugin(app)
     plugin.init_spec(api.spec)
     api.spec.plugins.append(plugin)
     schema = JobCreate.model_json_schema(ref_template="#/components/schemas/{model}")

@@ -10,6 +10,7 @@ from flask_smorest import Blueprint
 from webapp import health
 from webapp.api.openapi import errors
 from webapp.api.schemas import HealthSchema, LiveSchema, ReadySchema
+from webapp.auth import OPEN, requires
 
 blp = Blueprint("health", __name__, description="Service health")
 
@@ -21,6 +22,7 @@ class Health(MethodView):
     @blp.response(200, HealthSchema)
     @blp.alt_response(503, schema=HealthSchema, description="A store is down")
     @errors(blp)
+    @requires(OPEN)
     def get(self) -> tuple[dict[str, Any], int]:
         """Report the database, queue, storage and worker state"""
         body = health.report()
@@ -33,6 +35,7 @@ class Live(MethodView):
 
     @blp.response(200, LiveSchema)
     @errors(blp)
+    @requires(OPEN)
     def get(self) -> dict[str, str]:
         """Answer while the process serves requests"""
         return {"status": "alive"}
@@ -45,6 +48,7 @@ class Ready(MethodView):
     @blp.response(200, ReadySchema)
     @blp.alt_response(503, schema=ReadySchema, description="Not ready")
     @errors(blp)
+    @requires(OPEN)
     def get(self) -> tuple[dict[str, Any], int]:
         """Answer 200 when the database, queue and storage work, else 503"""
         services = health.check_services()

@@ -29,6 +29,7 @@ from webapp.api.schemas import (
     JobSchema,
     job_status_body,
 )
+from webapp.auth import current_user_id, owner_filter, requires, user_filter
 from webapp.validation import JobListArgs, parse_job_create, parse_list_args
 
 blp = Blueprint("jobs", __name__, description="Submit generation jobs and follow them")
@@ -82,10 +83,11 @@ class JobGenerate(MethodView):
     )
     @errors(blp, 400, 413, 422, 503)
     @rate_limited(blp, "RATE_LIMIT_CREATE", "create")
+    @requires("generate")
     def post(self) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Queue a generation job"""
         body = parse_job_create(request.get_data())
-        job = jobs.submit_job(body, client_ip=request.remote_addr)
+        job = jobs.submit_job(body, client_ip=request.remote_addr, owner_id=current_user_id())
         status_url = urls.job_status_path(job.id)
         created = {
             "id": job.id,
@@ -106,10 +108,13 @@ class JobStatusView(MethodView):
     @blp.response(200, JobSchema)
     @errors(blp, 404)
     @rate_limited(blp, "RATE_LIMIT_STATUS", "status")
+    @requires("read")
     def get(self, job_id: str) -> SansioResponse:
         """Get a job's status, progress and media"""
         # Built without marshmallow (see `job_status_body`); JobSchema documents it.
-        read = jobs.read_job_status(job_id, STATUS_JOB_COLUMNS, STATUS_MEDIA_COLUMNS)
+        read = jobs.read_job_status(
+            job_id, STATUS_JOB_COLUMNS, STATUS_MEDIA_COLUMNS, owner=owner_filter()
+        )
         return current_app.json.response(job_status_body(read))
 
 
@@ -121,10 +126,11 @@ class Jobs(MethodView):
     @blp.response(200, JobListSchema)
     @errors(blp, 422)
     @rate_limited(blp, "RATE_LIMIT_STATUS", "status")  # a page of statuses: the same bucket
+    @requires("read")
     def get(self) -> dict[str, Any]:
         """List jobs, newest first"""
         args = parse_list_args(request.args.to_dict())
-        page = jobs.list_jobs(args.page, args.per_page, args.status)
+        page = jobs.list_jobs(args.page, args.per_page, args.status, owner=user_filter(args.user))
         return {
             "jobs": page.items,
             "total": page.total or 0,
@@ -148,6 +154,7 @@ class JobById(MethodView):
         description="`generate` is not a job id: `/jobs/generate` only accepts POST",
         headers=METHOD_NOT_ALLOWED_HEADERS,
     )
+    @requires("generate")
     def delete(self, job_id: str) -> None:
         """Cancel a waiting or running job"""
-        jobs.cancel_job(job_id)
+        jobs.cancel_job(job_id, owner_filter())

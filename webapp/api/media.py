@@ -12,6 +12,7 @@ from werkzeug.exceptions import PreconditionFailed
 from webapp import media as storage
 from webapp.api.openapi import errors, header, ref
 from webapp.api.schemas import MediaInfoSchema
+from webapp.auth import owner_filter, requires
 from webapp.models import Media
 
 blp = Blueprint("media", __name__, description="Download and manage generated media")
@@ -132,15 +133,17 @@ class MediaById(MethodView):
 
     @blp.doc(responses=_file_responses("The file", tuple(f[1] for f in storage.FORMATS.values())))
     @errors(blp, 404, 410)
+    @requires("read")
     def get(self, media_id: str) -> Response:
         """Download the file (supports ETag and Range)"""
-        return _conditional(send_media(storage.get_live_media(media_id)))
+        return _conditional(send_media(storage.get_live_media(media_id, owner_filter())))
 
     @blp.response(204)
     @errors(blp, 404)
+    @requires("delete")
     def delete(self, media_id: str) -> None:
         """Delete the file, its thumbnail and its record"""
-        storage.delete_media(media_id)
+        storage.delete_media(media_id, owner_filter())
 
 
 @blp.route("/media/<string:media_id>/thumbnail")
@@ -149,9 +152,10 @@ class MediaThumbnail(MethodView):
 
     @blp.doc(responses=_file_responses("A WebP thumbnail, longest side 512", ("image/webp",)))
     @errors(blp, 404, 410)
+    @requires("read")
     def get(self, media_id: str) -> Response:
         """Download the WebP thumbnail (supports ETag and Range)"""
-        return _conditional(send_thumbnail(storage.get_live_media(media_id)))
+        return _conditional(send_thumbnail(storage.get_live_media(media_id, owner_filter())))
 
 
 @blp.route("/media/<string:media_id>/info")
@@ -160,6 +164,7 @@ class MediaInfo(MethodView):
 
     @blp.response(200, MediaInfoSchema)
     @errors(blp, 404, 410)
+    @requires("read")
     def get(self, media_id: str) -> Media:
         """Get the details of a media item"""
-        return storage.get_live_media(media_id)
+        return storage.get_live_media(media_id, owner_filter())

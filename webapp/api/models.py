@@ -9,6 +9,7 @@ from flask_smorest import Blueprint
 
 from webapp.api.openapi import errors
 from webapp.api.schemas import ModelListSchema
+from webapp.auth import requires
 from webapp.providers import available_models, default_model_id
 
 blp = Blueprint("models", __name__, description="Models that can run here")
@@ -20,6 +21,7 @@ class Models(MethodView):
 
     @blp.response(200, ModelListSchema)
     @errors(blp)
+    @requires("read")
     def get(self) -> dict[str, Any]:
         """List models with their parameters, defaults and bounds"""
         models = available_models()

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 from apispec import APISpec, BasePlugin
+from flask import Flask
 from flask_smorest import Blueprint
 from pydantic import BaseModel
 
 from webapp.api.schemas import DetailErrorSchema, ServerErrorSchema, ValidationErrorSchema
+from webapp.config import auth_enabled
 from webapp.ratelimit import limited
 from webapp.security import JSON, WRITE_METHODS, takes_json_body
 
@@ -49,6 +51,7 @@ ERRORS = {
     405: ("DetailError", "The method is not allowed on this path"),
     409: ("DetailError", "The job is in a state that does not allow this"),
     410: ("DetailError", "The media item has expired"),
+    401: ("DetailError", "No API key, or one that is unknown, revoked or expired"),
     403: ("DetailError", "A write sent by another site's page (`Sec-Fetch-Site`, `Origin`)"),
     413: ("DetailError", "The body is too large"),
     415: ("DetailError", "The body is not `application/json`"),
@@ -139,14 +142,86 @@ METHOD_NOT_ALLOWED_HEADERS = {
 }
 
 
+BEARER = "bearerAuth"
+SIGNATURE_PARAMETERS = [
+    {
+        "in": "query",
+        "name": "expires",
+        "required": False,
+        "description": "With `signature`: when this signed URL stops working (Unix seconds)",
+        "schema": {"type": "integer"},
+    },
+    {
+        "in": "query",
+        "name": "signature",
+        "required": False,
+        "description": "The URL's signature, as the API handed it out: no key needed",
+        "schema": {"type": "string"},
+    },
+]
+
+
 class CommonHeadersPlugin(BasePlugin):
-    """Document the headers that every answer carries on every response of every operation."""
+    """Document the headers that every answer carries on every response of every operation,
+    and, with accounts on, the bearer key and the scope each operation needs."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.accounts = auth_enabled(app.config)
 
     def init_spec(self, spec: APISpec) -> None:
         """Register the headers as components, referenced from each response."""
         self.spec = spec
         for name, definition in {**COMMON_HEADERS, **RATE_LIMIT_HEADERS}.items():
             spec.components.header(name, definition)
+        if self.accounts:
+            spec.components.security_scheme(
+                BEARER,
+                {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A Darkroom API key (`dr_…`), made on Settings or with "
+                    "`flask --app wsgi keys create`",
+                },
+            )
+
+    def _document_access(self, rule: Any, method: str, operation: dict[str, Any]) -> None:
+        """The key and scope an operation needs, its 401 and 403 (accounts on)."""
+        from webapp.auth import OPEN, SIGNED_MEDIA_ENDPOINTS, scope_of
+
+        view = self.app.view_functions.get(rule.endpoint)
+        needed = scope_of(view, method)
+        responses = operation.setdefault("responses", {})
+        if needed == OPEN:
+            operation["security"] = []
+            return
+        operation["security"] = [{BEARER: []}]
+        note = f"Needs an API key with the `{needed}` scope (or `admin`)."
+        operation["description"] = f"{operation.get('description', '')}\n\n{note}".strip()
+        name, description = ERRORS[401]
+        responses.setdefault(
+            "401",
+            {
+                "description": description,
+                "content": {JSON: {"schema": ref(name)}},
+                "headers": {"WWW-Authenticate": header("`Bearer`", {"type": "string"})},
+            },
+        )
+        responses.setdefault(
+            "403",
+            {
+                "description": "The key lacks the scope this operation needs"
+                + (
+                    ", or a signed URL expired or was altered"
+                    if rule.endpoint in SIGNED_MEDIA_ENDPOINTS
+                    else ""
+                ),
+                "content": {JSON: {"schema": ref("DetailError")}},
+            },
+        )
+        if rule.endpoint in SIGNED_MEDIA_ENDPOINTS:
+            operation.setdefault("parameters", []).extend(SIGNATURE_PARAMETERS)
+            operation["security"] = [{BEARER: []}, {}]
 
     def operation_helper(
         self, path: str | None = None, operations: dict | None = None, **kwargs: Any
@@ -156,7 +231,10 @@ class CommonHeadersPlugin(BasePlugin):
         An operation that may answer 429 is rate-limited: all its answers carry the limiter's
         headers. An operation that writes may answer 403 (a write from another site's page).
         """
+        rule = kwargs.get("rule")
         for method, operation in (operations or {}).items():
+            if self.accounts and rule is not None:
+                self._document_access(rule, method, operation)
             responses = operation.get("responses", {})
             if method.upper() in WRITE_METHODS:
                 # What `webapp.security.guard_api_write` answers a cross-site write.

@@ -10,6 +10,7 @@ import marshmallow as ma
 from marshmallow import fields
 
 from webapp import urls
+from webapp.auth import signed
 from webapp.jobs import JobStatusRead
 from webapp.models import DeliveryStatus, Job, JobStatus, Media, media_expired, now_utc, utc_text
 
@@ -30,12 +31,12 @@ class _MediaUrls:
     """Absolute URLs of a media item's file and thumbnail, built from the public base."""
 
     def get_url(self, media: Media) -> str:
-        """Absolute download URL."""
-        return urls.absolute(urls.media_path(media.id))
+        """Absolute download URL (signed with accounts on)."""
+        return urls.media_url(media.id)
 
     def get_thumbnail_url(self, media: Media) -> str:
-        """Absolute thumbnail URL."""
-        return urls.absolute(urls.thumbnail_path(media.id))
+        """Absolute thumbnail URL (signed with accounts on)."""
+        return urls.thumbnail_url(media.id)
 
 
 class MediaSummarySchema(_MediaUrls, ma.Schema):
@@ -64,8 +65,8 @@ class MediaLinkSchema(ma.Schema):
     expired = fields.Boolean(required=True)
 
     def get_url(self, media: Media) -> str:
-        """Download path, relative as the guide lists it."""
-        return urls.media_path(media.id)
+        """Download path, relative as the guide lists it (signed with accounts on)."""
+        return signed(urls.media_path(media.id))
 
 
 class JobSchema(ma.Schema):
@@ -147,15 +148,14 @@ def _fill(body: dict[str, Any], plan: tuple[tuple[str, str, str], ...], row: Any
 
 def job_status_body(read: JobStatusRead) -> dict[str, Any]:
     """What `JobSchema` dumps for a job, built straight from the rows of `read_job_status`."""
-    base = urls.public_base()
     now = now_utc()
     media = []
     for row in read.media:
         item: dict[str, Any] = {}
         _fill(item, _MEDIA_PLAN, row)
         derived = {
-            "url": base + urls.media_path(row["id"]),
-            "thumbnail_url": base + urls.thumbnail_path(row["id"]),
+            "url": urls.media_url(row["id"]),
+            "thumbnail_url": urls.thumbnail_url(row["id"]),
             "expired": media_expired(row["expires_at"], row["purged_at"], now),
         }
         media.append({key: item[key] if key in item else derived[key] for key, _, _ in _MEDIA_PLAN})

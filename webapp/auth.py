@@ -1,0 +1,324 @@
+"""Who is asking, with accounts on (`DARKROOM_AUTH=on`): API keys, the pages' session, the
+scope each API operation needs, whose work a request may see, and signed media URLs.
+
+With accounts off nothing here runs: every request is answered as before, and every helper
+that narrows what a request sees answers "everyone's".
+
+One `before_request` (`identify`) runs ahead of the rate limits, so that limits count per
+user: an API request names its key (`Authorization: Bearer dr_…`, one indexed read), a page
+request its signed session cookie. The API answers 401 without a usable key and 403 for a
+key that lacks the operation's scope; the pages send people to sign in (`webapp.pages`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+from flask import Flask, Response, current_app, request, session
+from sqlalchemy import bindparam, select, update
+
+from webapp.accounts import find_user, hash_key
+from webapp.config import auth_enabled
+from webapp.database import single_read, write_transaction
+from webapp.extensions import db
+from webapp.models import ApiKey, User, now_utc
+from webapp.ratelimit import SUBJECT_KEY, view_method
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_SCOPE_MARK = "_darkroom_scope"
+OPEN = "open"
+"""An operation anyone may call, accounts or not (health, the OpenAPI document)."""
+
+# flask-smorest's document and docs page, and Swagger UI's files: always open.
+OPEN_BLUEPRINTS = ("api-docs", "docs_assets")
+
+_PRINCIPAL = "darkroom.principal"
+_SIGNED = "darkroom.signed_media"
+SIGNED_MEDIA_ENDPOINTS = frozenset({"media.MediaById", "media.MediaThumbnail"})
+"""API downloads a signed URL may fetch with no key or cookie."""
+LAST_USED_EVERY = timedelta(minutes=1)  # a key's `last_used_at` is written at most this often
+
+
+def requires(scope: str) -> Callable[[F], F]:
+    """Declare the scope an API view method needs (`read`, `generate`, `delete`, `admin`) or
+    `OPEN`. A method with none declared needs `admin`; the mark travels with the function."""
+
+    def mark(fn: F) -> F:
+        setattr(fn, _SCOPE_MARK, scope)
+        return fn
+
+    return mark
+
+
+def scope_of(view: Any, method: str) -> str:
+    """The scope an endpoint's method needs (`admin` when none is declared)."""
+    return str(getattr(view_method(view, method), _SCOPE_MARK, None) or "admin")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The user behind a request, and what this request may do."""
+
+    user_id: str
+    name: str
+    scopes: frozenset[str]
+    sees_everyone: bool  # an administrator's session, or a key with the `admin` scope
+    via_key: bool
+
+
+def principal() -> Principal | None:
+    """Who made this request (None with accounts off, or nobody signed in)."""
+    value = request.environ.get(_PRINCIPAL)
+    return value if isinstance(value, Principal) else None
+
+
+def _set_principal(who: Principal) -> None:
+    request.environ[_PRINCIPAL] = who
+    request.environ[SUBJECT_KEY] = f"user:{who.user_id}"
+
+
+NOBODY = "-"
+"""An owner id no row has: what a request that names no user may see with accounts on."""
+
+
+def owner_filter() -> str | None:
+    """Whose work this request may see: None for everyone's (accounts off, an administrator,
+    a key with the `admin` scope, a signed media URL), else the user's id."""
+    if not auth_enabled(current_app.config) or request.environ.get(_SIGNED):
+        return None
+    who = principal()
+    if who is None:
+        return NOBODY
+    return None if who.sees_everyone else who.user_id
+
+
+def user_filter(name: str | None) -> str | None:
+    """`owner_filter`, which someone who sees everyone's work may narrow to one user's."""
+    owner = owner_filter()
+    if owner is not None or not name or not auth_enabled(current_app.config):
+        return owner
+    user = find_user(name)
+    return user.id if user else NOBODY
+
+
+def current_user_id() -> str | None:
+    """The user a new job, link or key belongs to (None with accounts off)."""
+    who = principal()
+    return who.user_id if who else None
+
+
+# -- sessions (the pages) -----------------------------------------------------------------
+
+SESSION_USER = "uid"
+SESSION_EPOCH = "epoch"
+
+
+def sign_in(user: User) -> None:
+    """Start a fresh session for the user: a new cookie and a new CSRF token."""
+    session.clear()  # nothing from before sign-in (its CSRF token included) carries over
+    session[SESSION_USER] = user.id
+    session[SESSION_EPOCH] = user.session_epoch
+    session.permanent = True
+
+
+def sign_out() -> None:
+    """End the session."""
+    session.clear()
+
+
+def session_user() -> User | None:
+    """The enabled user whose session this is, if it is still current."""
+    user_id = session.get(SESSION_USER)
+    if not user_id:
+        return None
+    user = db.session.get(User, user_id)
+    if user is None or user.disabled or session.get(SESSION_EPOCH) != user.session_epoch:
+        return None
+    return user
+
+
+def _session_principal(user: User) -> Principal:
+    scopes = {"read", "generate", "delete"} | ({"admin"} if user.is_admin else set())
+    return Principal(user.id, user.name, frozenset(scopes), user.is_admin, via_key=False)
+
+
+# -- API keys ---------------------------------------------------------------------------
+
+_KEY_QUERY = (
+    select(
+        ApiKey.id,
+        ApiKey.scopes,
+        ApiKey.expires_at,
+        ApiKey.revoked_at,
+        ApiKey.last_used_at,
+        User.id.label("user_id"),
+        User.name,
+        User.is_admin,
+        User.disabled,
+    )
+    .join(User, User.id == ApiKey.user_id)
+    .where(ApiKey.key_hash == bindparam("key_hash"))
+)
+
+
+def bearer_key() -> str | None:
+    """The key of `Authorization: Bearer <key>`, if the header says so."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+def key_principal(key: str) -> Principal | None:
+    """The principal of a usable key (one indexed read), or None."""
+    if len(key) > 200:
+        return None
+    with single_read() as conn:
+        row = conn.execute(_KEY_QUERY, {"key_hash": hash_key(key)}).first()
+    now = now_utc()
+    if (
+        row is None
+        or row.disabled
+        or row.revoked_at is not None
+        or (row.expires_at is not None and row.expires_at <= now)
+    ):
+        return None
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_EVERY:
+        with write_transaction():
+            db.session.execute(
+                update(ApiKey)
+                .where(ApiKey.id == row.id)
+                .values(last_used_at=now)
+                .execution_options(synchronize_session=False)
+            )
+    scopes = frozenset(row.scopes or ())
+    if "admin" in scopes and not row.is_admin:  # the user stopped being an administrator
+        scopes = scopes - {"admin"}
+    return Principal(row.user_id, row.name, scopes, "admin" in scopes, via_key=True)
+
+
+# -- signed media URLs --------------------------------------------------------------------
+
+
+def _signing_key() -> bytes:
+    secret = str(current_app.config["SECRET_KEY"]).encode()
+    return hashlib.sha256(b"darkroom signed media urls\0" + secret).digest()
+
+
+def _signature(path: str, expires: int) -> str:
+    mac = hmac.new(_signing_key(), f"{path}\n{expires}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def signed(path: str, lifetime: float | None = None) -> str:
+    """`path` with `?expires=…&signature=…` when accounts are on; unchanged when off.
+
+    The expiry is rounded down to a step of 1/24 of the lifetime (at most an hour), so a
+    picture keeps one URL for a while and the browser's cache serves it.
+    """
+    if not auth_enabled(current_app.config):
+        return path
+    seconds = float(lifetime or current_app.config["SIGNED_URL_SECONDS"])
+    step = max(1, min(3600, int(seconds // 24)))
+    expires = int((time.time() + seconds) // step * step)
+    return f"{path}?{urlencode({'expires': expires, 'signature': _signature(path, expires)})}"
+
+
+def signature_problem() -> str | None:
+    """Why this request's media signature does not hold, or None when it does."""
+    try:
+        expires = int(request.args.get("expires", ""))
+    except ValueError:
+        return "This media URL's signature is not valid"
+    sent = request.args.get("signature", "")
+    if not hmac.compare_digest(sent.encode(), _signature(request.path, expires).encode()):
+        return "This media URL's signature is not valid"
+    if expires <= time.time():
+        return "This media URL has expired"
+    return None
+
+
+# -- the check before each request ----------------------------------------------------------
+
+
+def _api_refusal() -> Response | None:
+    """401, 403, or None (let it through) for an API request with accounts on."""
+    from webapp.errors import json_error
+
+    endpoint = request.endpoint or ""
+    view = current_app.view_functions.get(endpoint)
+    if view is None or request.method == "OPTIONS":
+        return None  # 404 and 405 as usual; OPTIONS names the methods, nothing more
+    if endpoint.split(".", 1)[0] in OPEN_BLUEPRINTS:
+        return None
+    needed = scope_of(view, request.method)
+    if needed == OPEN:
+        return None
+    if endpoint in SIGNED_MEDIA_ENDPOINTS and (
+        "signature" in request.args or "expires" in request.args
+    ):
+        problem = signature_problem()
+        if problem:
+            return json_error(403, {"detail": problem})
+        request.environ[_SIGNED] = True
+        return None
+    key = bearer_key()
+    who = key_principal(key) if key else None
+    if who is None and key is None and endpoint.startswith("media.") and request.method == "GET":
+        user = session_user()  # an <img> on the user's own pages
+        who = _session_principal(user) if user else None
+    if who is None:
+        response = json_error(401, {"detail": "Not authenticated"})
+        response.headers["WWW-Authenticate"] = 'Bearer realm="darkroom"'
+        return response
+    _set_principal(who)
+    if needed not in who.scopes and "admin" not in who.scopes:
+        return json_error(403, {"detail": f"This API key lacks the '{needed}' scope"})
+    return None
+
+
+def identify() -> Response | None:
+    """Find who is asking (accounts on); refuse API requests that may not go on."""
+    if not auth_enabled(current_app.config):
+        return None
+    if request.path.startswith("/api/"):
+        return _api_refusal()
+    if request.endpoint == "static":
+        return None
+    user = session_user()
+    if user is not None:
+        _set_principal(_session_principal(user))
+    return None
+
+
+def session_reaches_api_media() -> bool:
+    """Whether this request may carry the pages' session to the API: a media download with
+    accounts on and no key (the gallery's and a script's `<img>` of the user's own work)."""
+    return (
+        request.path.startswith("/api/v1/media/")
+        and request.method in ("GET", "HEAD")
+        and "Authorization" not in request.headers
+        and auth_enabled(current_app.config)
+    )
+
+
+def register_auth(app: Flask) -> None:
+    """Check every request's key or session (before the rate limits count it)."""
+    app.before_request(identify)
+    if auth_enabled(app.config):
+        lifetime = timedelta(days=14)
+        app.config.setdefault("PERMANENT_SESSION_LIFETIME", lifetime)
+        app.config["SESSION_COOKIE_HTTPONLY"] = True
+
+
+def retry_after_midnight(resets_at: Any) -> int:
+    """Seconds until a quota resets."""
+    return max(1, math.ceil((resets_at - now_utc()).total_seconds()))
