@@ -225,15 +225,25 @@ def test_the_procfile_web_warns_that_it_is_open_to_the_network(stack: Stack) -> 
     log = stack.log_text("web")
     assert "[WARNING] Darkroom listens on http://0.0.0.0:" in log, log
     assert "has no accounts: anyone who can reach it" in log
-    assert "README: Security on a network" in log
+    assert "Set DARKROOM_AUTH=on to require accounts and API keys" in log
+    assert "README: Accounts and API keys" in log
 
 
-def test_a_loopback_web_does_not_warn(tmp_path: Path) -> None:
-    """Bound to 127.0.0.1 only this machine can reach it: no warning."""
+@pytest.mark.parametrize(
+    ("bind", "accounts"), [("127.0.0.1", "off"), ("0.0.0.0", "on")], ids=["loopback", "accounts"]
+)
+def test_a_loopback_or_accounts_web_does_not_warn(tmp_path: Path, bind: str, accounts: str) -> None:
+    """Bound to 127.0.0.1 only this machine can reach it; with accounts on, every request
+    names its user: no warning either way."""
     port = free_port()
-    env = {**os.environ, "DARKROOM_INSTANCE_PATH": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "DARKROOM_INSTANCE_PATH": str(tmp_path),
+        "XDG_RUNTIME_DIR": str(tmp_path),
+        "DARKROOM_AUTH": accounts,
+    }
     web = subprocess.Popen(
-        [str(VENV_BIN / "gunicorn"), "wsgi:app", "--bind", f"127.0.0.1:{port}",
+        [str(VENV_BIN / "gunicorn"), "wsgi:app", "--bind", f"{bind}:{port}",
          "--workers", "1", "--config", "python:webapp.serving"],
         cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -247,5 +257,5 @@ def test_a_loopback_web_does_not_warn(tmp_path: Path) -> None:
     finally:
         web.terminate()
         output = web.communicate(timeout=30)[0].decode(errors="replace")
-    assert "Listening at: http://127.0.0.1:" in output, output
+    assert f"Listening at: http://{bind}:" in output, output
     assert "has no accounts" not in output, output

@@ -38,6 +38,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from webapp.database import MIGRATIONS, register_database, upgrade_schema
     from webapp.errors import register_errors
     from webapp.extensions import db, migrate
+    from webapp.pages import account as account_pages
     from webapp.ratelimit import register_rate_limits
     from webapp.security import register_security
     from webapp.webhooks import register_webhooks
@@ -51,6 +52,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     register_api(app)
     register_security(app, api_blueprints())
     app.register_blueprint(pages.bp)
+    app.register_blueprint(account_pages.bp)
     register_rate_limits(app)
     register_errors(app)
     register_cli(app)

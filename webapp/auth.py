@@ -23,7 +23,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
-from flask import Flask, Response, current_app, request, session
+from flask import Flask, Response, current_app, g, request, session
 from sqlalchemy import bindparam, select, update
 
 from webapp.accounts import find_user, hash_key
@@ -126,6 +126,7 @@ SESSION_EPOCH = "epoch"
 def sign_in(user: User) -> None:
     """Start a fresh session for the user: a new cookie and a new CSRF token."""
     session.clear()  # nothing from before sign-in (its CSRF token included) carries over
+    g.pop("csrf_token", None)  # Flask-WTF's copy for this app context: a new one is made
     session[SESSION_USER] = user.id
     session[SESSION_EPOCH] = user.session_epoch
     session.permanent = True
@@ -134,6 +135,7 @@ def sign_in(user: User) -> None:
 def sign_out() -> None:
     """End the session."""
     session.clear()
+    g.pop("csrf_token", None)
 
 
 def session_user() -> User | None:

@@ -174,6 +174,11 @@ def _switch(value: Any) -> str | None:
     return None
 
 
+def accounts_from_environment() -> bool:
+    """Whether `DARKROOM_AUTH` in the environment turns accounts on (before any app exists)."""
+    return _switch(os.environ.get("DARKROOM_AUTH", "off")) == "on"
+
+
 def auth_enabled(config: Any) -> bool:
     """Whether accounts are on (`DARKROOM_AUTH=on`)."""
     return config.get("AUTH") == "on"

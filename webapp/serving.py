@@ -35,8 +35,13 @@ def when_ready(server: Any) -> None:
     """Say at start when Darkroom listens beyond this machine with no accounts to ask for.
 
     Every job, picture and the operator's provider credit is open to whoever can reach the
-    address; on a trusted network that may be the plan, elsewhere it is a surprise.
+    address; on a trusted network that may be the plan, elsewhere it is a surprise. With
+    `DARKROOM_AUTH=on` nothing is said: every request names its user.
     """
+    from webapp.config import accounts_from_environment
+
+    if accounts_from_environment():
+        return
     for listener in getattr(server, "LISTENERS", []):
         sock = getattr(listener, "sock", None)
         if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
@@ -46,7 +51,7 @@ def when_ready(server: Any) -> None:
             server.log.warning(
                 "Darkroom listens on %s and has no accounts: anyone who can reach it can "
                 "create, read and delete jobs and spend the configured providers' credit. "
-                "Bind to 127.0.0.1, or keep it on a trusted network or behind a proxy that "
-                "asks who is there (README: Security on a network).",
+                "Set DARKROOM_AUTH=on to require accounts and API keys (README: Accounts and "
+                "API keys), bind to 127.0.0.1, or keep it on a trusted network.",
                 listener,
             )

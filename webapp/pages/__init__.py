@@ -9,12 +9,14 @@ from typing import Any
 from flask import Blueprint, Response, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from webapp import jobs, webhooks
+from webapp import accounts, jobs, webhooks
 from webapp import media as storage
 from webapp.api.media import send_media, send_thumbnail
+from webapp.auth import current_user_id, owner_filter, user_filter
 from webapp.gallery import gallery_page, jobs_by_ids, queue_counts
 from webapp.htmx import HTMX_CONFIG, render, wants_partial
 from webapp.models import JobStatus, any_running, utc_text
+from webapp.pages.account import EXPIRY_CHOICES, require_account
 from webapp.pages.forms import (
     FormState,
     curl_command,
@@ -29,6 +31,7 @@ from webapp.ratelimit import limited
 from webapp.validation import RequestInvalid, parse_job_data
 
 bp = Blueprint("pages", __name__)
+bp.before_request(require_account)
 bp.add_app_template_global(curl_command)
 bp.add_app_template_global(ratio_class)
 bp.add_app_template_filter(placeholder_label)
@@ -50,10 +53,11 @@ def iso(value: datetime | None) -> str:
 
 
 def _filters() -> dict[str, str]:
-    """The gallery's search and status filter from the query string, cleaned."""
+    """The gallery's search, status filter and (for administrators) user, cleaned."""
     query = " ".join(request.args.get("q", "").split())[:200]
     status = request.args.get("status", "")
-    return {"q": query, "status": status if status in STATUS_FILTERS else ""}
+    user = request.args.get("user", "").strip()[:64]
+    return {"q": query, "status": status if status in STATUS_FILTERS else "", "user": user}
 
 
 def _model(model_id: str | None) -> Any:
@@ -63,16 +67,24 @@ def _model(model_id: str | None) -> Any:
 def _page_context(form: FormState) -> dict[str, Any]:
     """Everything the index page shows around the form."""
     filters = _filters()
-    page = gallery_page(None, filters["q"], filters["status"])
+    page = gallery_page(None, filters["q"], filters["status"], owner=user_filter(filters["user"]))
     return {
         "form": form,
         "models": available_models(),
         "filters": filters,
         "page": page,
-        "counts": queue_counts(),
+        "counts": queue_counts(owner_filter()),
+        "user_names": _user_names(),
         "active": any_running(page.jobs),
         "filter_options": FILTER_OPTIONS,
     }
+
+
+def _user_names() -> list[str]:
+    """The names an administrator may narrow the gallery to (nobody else sees the list)."""
+    if owner_filter() is not None or current_user_id() is None:
+        return []
+    return [u.name for u in accounts.list_users()]
 
 
 @bp.get("/")
@@ -82,7 +94,7 @@ def index() -> Response:
     model_id = request.args.get("model")
     remix_id = request.args.get("remix")
     if remix_id:
-        source = jobs.get_job(remix_id)
+        source = jobs.get_job(remix_id, owner_filter())
         values = prefill(source, new_seed=request.args.get("seed") == "new")
         model_id = source.model
     form = FormState(_model(model_id), values=values)
@@ -103,7 +115,7 @@ def gallery() -> BaseResponse:
     if not wants_partial():
         return redirect(_index_url(filters))
     cursor = request.args.get("cursor")
-    page = gallery_page(cursor, filters["q"], filters["status"])
+    page = gallery_page(cursor, filters["q"], filters["status"], owner=user_filter(filters["user"]))
     # A new search replaces every card, so it also sets the poller; a further page only
     # starts it (a running card there), never stops it for the cards above.
     active = any_running(page.jobs)
@@ -128,7 +140,9 @@ def create() -> BaseResponse:
     spec = _model(request.form.get("model"))
     try:
         job = jobs.submit_job(
-            parse_job_data(request_data(request.form, spec)), client_ip=request.remote_addr
+            parse_job_data(request_data(request.form, spec)),
+            client_ip=request.remote_addr,
+            owner_id=current_user_id(),
         )
     except RequestInvalid as exc:
         form = FormState(spec, values=request.form.to_dict(), errors=errors_by_field(exc.errors))
@@ -142,20 +156,21 @@ def create() -> BaseResponse:
         return render("index.html", 422, **_page_context(form))
     if not wants_partial():
         return redirect(url_for(".index"), 303)
-    return render("partials/created.html", job=job, counts=queue_counts())
+    return render("partials/created.html", job=job, counts=queue_counts(owner_filter()))
 
 
 @bp.get("/poll")
 @limited("RATE_LIMIT_POLL", "poll")
 def poll() -> Response:
     """One request refreshes every running card and detail on the page (out-of-band swaps)."""
-    cards = jobs_by_ids(request.args.getlist("id"))
-    details = jobs_by_ids(request.args.getlist("detail"))
+    owner = owner_filter()
+    cards = jobs_by_ids(request.args.getlist("id"), owner)
+    details = jobs_by_ids(request.args.getlist("detail"), owner)
     return render(
         "partials/poll.html",
         cards=cards,
         details=details,
-        counts=queue_counts(),
+        counts=queue_counts(owner),
         active=any_running([*cards, *details]),
     )
 
@@ -170,32 +185,45 @@ def advanced() -> Response:
 @limited("RATE_LIMIT_POLL", "poll")  # the browser's allowance: reading jobs as pages
 def job_page(job_id: str) -> Response:
     """Everything about one job."""
-    job = jobs.get_job(job_id)
-    return render("job.html", job=job, counts=queue_counts(), active=any_running([job]))
+    job = jobs.get_job(job_id, owner_filter())
+    return render(
+        "job.html",
+        job=job,
+        counts=queue_counts(owner_filter()),
+        active=any_running([job]),
+        shares=_shares(job.id),
+        expiry_choices=EXPIRY_CHOICES,
+    )
+
+
+def _shares(job_id: str) -> list[Any]:
+    """The signed-in user's share links of a job (accounts on)."""
+    user = accounts.get_user(current_user_id())
+    return accounts.shares_of(user, job_id) if user else []
 
 
 @bp.post("/jobs/<job_id>/cancel")
 def cancel(job_id: str) -> BaseResponse:
     """Cancel a job; a job that ended meanwhile is simply shown as it is."""
     with contextlib.suppress(jobs.JobNotCancellable):
-        jobs.cancel_job(job_id)
-    job = jobs.get_job(job_id)
+        jobs.cancel_job(job_id, owner_filter())
+    job = jobs.get_job(job_id, owner_filter())
     if not wants_partial():
         return redirect(url_for(".job_page", job_id=job_id), 303)
     return render(
         "partials/cancelled.html",
         job=job,
         view=request.form.get("view"),
-        counts=queue_counts(),
+        counts=queue_counts(owner_filter()),
     )
 
 
 @bp.post("/jobs/<job_id>/delete")
 def delete(job_id: str) -> BaseResponse:
     """Delete a job with its files; from its own page, go back to the gallery."""
-    jobs.delete_job(job_id)
+    jobs.delete_job(job_id, owner_filter())
     if wants_partial():
-        response = render("partials/deleted.html", counts=queue_counts())
+        response = render("partials/deleted.html", counts=queue_counts(owner_filter()))
         if request.form.get("view") == "detail":
             response.headers["HX-Redirect"] = url_for(".index")
         return response
@@ -206,10 +234,12 @@ def delete(job_id: str) -> BaseResponse:
 @limited("RATE_LIMIT_CREATE", "create")
 def vary(job_id: str) -> BaseResponse:
     """Submit the same settings again with a new seed, and open the new job."""
-    source = jobs.get_job(job_id)
+    source = jobs.get_job(job_id, owner_filter())
     parameters = {k: v for k, v in (source.parameters or {}).items() if k != "seed"}
     data = {"prompt": source.prompt, "model": source.model, "parameters": parameters}
-    new_job = jobs.submit_job(parse_job_data(data), client_ip=request.remote_addr)
+    new_job = jobs.submit_job(
+        parse_job_data(data), client_ip=request.remote_addr, owner_id=current_user_id()
+    )
     target = url_for(".job_page", job_id=new_job.id)
     if wants_partial():
         response = Response(status=204)
@@ -222,22 +252,24 @@ def vary(job_id: str) -> BaseResponse:
 @limited("RATE_LIMIT_CREATE", "create")
 def redeliver(job_id: str) -> BaseResponse:
     """Send the job's webhook event again, then show the job as it is now."""
+    jobs.get_job(job_id, owner_filter())  # another user's job is not found
     with contextlib.suppress(webhooks.DeliveryInProgress):  # the page shows it on its way
         webhooks.redeliver(job_id)
     if not wants_partial():
         return redirect(url_for(".job_page", job_id=job_id), 303)
-    return render("partials/job_detail.html", job=jobs.get_job(job_id))
+    return render("partials/job_detail.html", job=jobs.get_job(job_id, owner_filter()))
 
 
 @bp.get("/media/<media_id>")
 def media_file(media_id: str) -> Response:
     """A picture for the pages (same bytes and headers as the API's download)."""
     return send_media(
-        storage.get_live_media(media_id), download=request.args.get("download") == "1"
+        storage.get_live_media(media_id, owner_filter()),
+        download=request.args.get("download") == "1",
     )
 
 
 @bp.get("/media/<media_id>/thumbnail")
 def media_thumbnail(media_id: str) -> Response:
     """A thumbnail for the gallery."""
-    return send_thumbnail(storage.get_live_media(media_id))
+    return send_thumbnail(storage.get_live_media(media_id, owner_filter()))
