@@ -62,7 +62,8 @@ def check_password(password: str) -> str:
     return password
 
 
-def _new_epoch() -> str:
+def new_session_epoch() -> str:
+    """A fresh value for `User.session_epoch`: the sessions signed with the old one end."""
     return secrets.token_hex(8)
 
 
@@ -94,7 +95,7 @@ def create_user(name: str, password: str, admin: bool = False) -> User:
         password_hash=generate_password_hash(check_password(password)),
         is_admin=admin,
         disabled=False,
-        session_epoch=_new_epoch(),
+        session_epoch=new_session_epoch(),
         created_at=now_utc(),
     )
     with write_transaction():
@@ -121,7 +122,7 @@ def set_password(user: User, password: str) -> None:
     """Change a password; the user's other sessions end."""
     with write_transaction():
         user.password_hash = generate_password_hash(check_password(password))
-        user.session_epoch = _new_epoch()
+        user.session_epoch = new_session_epoch()
 
 
 def set_disabled(user: User, disabled: bool) -> None:
@@ -130,7 +131,7 @@ def set_disabled(user: User, disabled: bool) -> None:
         raise AccountError("The last administrator cannot be disabled")
     with write_transaction():
         user.disabled = disabled
-        user.session_epoch = _new_epoch()
+        user.session_epoch = new_session_epoch()
 
 
 def set_admin(user: User, admin: bool) -> None:

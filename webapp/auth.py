@@ -132,10 +132,22 @@ def sign_in(user: User) -> None:
     session.permanent = True
 
 
-def sign_out() -> None:
-    """End the session."""
+def sign_out(user: User | None) -> None:
+    """End the session, and every other session of the account: a session cookie is
+    stateless, so a copy of it (a shared computer, a stolen cookie) would otherwise outlive
+    the sign-out."""
     session.clear()
     g.pop("csrf_token", None)
+    if user is not None:
+        end_sessions(user)
+
+
+def end_sessions(user: User) -> None:
+    """Make every session cookie of the user stop working."""
+    from webapp.accounts import new_session_epoch
+
+    with write_transaction():
+        user.session_epoch = new_session_epoch()
 
 
 def session_user() -> User | None:
@@ -316,9 +328,30 @@ def register_auth(app: Flask) -> None:
     """Check every request's key or session (before the rate limits count it)."""
     app.before_request(identify)
     if auth_enabled(app.config):
-        lifetime = timedelta(days=14)
-        app.config.setdefault("PERMANENT_SESSION_LIFETIME", lifetime)
+        # A signed-in browser stays signed in for two weeks (Flask's default is 31 days).
+        if app.config.get("PERMANENT_SESSION_LIFETIME") == timedelta(days=31):
+            app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(days=14)
         app.config["SESSION_COOKIE_HTTPONLY"] = True
+        _adopt_ownerless_jobs(app)
+
+
+def _adopt_ownerless_jobs(app: Flask) -> None:
+    """Accounts switched (back) on: jobs made while they were off go to the first
+    administrator, as at the first administrator's creation."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from webapp.accounts import adopt_ownerless_jobs
+
+    with app.app_context():
+        try:
+            taken = adopt_ownerless_jobs()
+        except SQLAlchemyError as exc:  # a schema not upgraded yet: `flask db upgrade` first
+            app.logger.warning("could not give earlier jobs to an administrator: %s", exc)
+            return
+        finally:
+            db.session.remove()
+    if taken:
+        app.logger.info("accounts: %d earlier jobs given to the first administrator", taken)
 
 
 def retry_after_midnight(resets_at: Any) -> int:

@@ -213,8 +213,8 @@ def signin() -> BaseResponse:
 
 @bp.post("/signout")
 def signout() -> BaseResponse:
-    """Sign out."""
-    auth.sign_out()
+    """Sign out (every session of the account ends)."""
+    auth.sign_out(viewer())
     return redirect(url_for("account.signin") if accounts_on() else "/", 303)
 
 
