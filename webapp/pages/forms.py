@@ -7,9 +7,11 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
+from flask import current_app
 from werkzeug.datastructures import MultiDict
 
 from webapp import urls
+from webapp.config import auth_enabled
 from webapp.models import Job
 from webapp.providers.base import ASPECT_RATIOS, ModelSpec
 from webapp.providers.mapping import nearest_aspect_ratio
@@ -105,8 +107,15 @@ def curl_command(job: Job) -> str:
     """The API call that submits the same job, ready to paste in a shell."""
     body = {"prompt": job.prompt, "model": job.model, "parameters": job.parameters or {}}
     url = urls.absolute(f"{urls.API_PREFIX}/jobs/generate")
+    # With accounts on, a key from Settings (kept in the shell, never in the page).
+    key = (
+        '  -H "Authorization: Bearer $DARKROOM_KEY" \\\n'
+        if auth_enabled(current_app.config)
+        else ""
+    )
     return (
         f"curl -X POST {shlex.quote(url)} \\\n"
+        f"{key}"
         f"  -H 'Content-Type: application/json' \\\n"
         f"  -d {shlex.quote(json.dumps(body, ensure_ascii=False))}"
     )
