@@ -111,6 +111,11 @@ def submit(stack: Stack, params: dict[str, Any], prompt: str = "bench job") -> s
     return str(r.json()["id"])
 
 
+def status_paths(ids: list[str]) -> tuple[str, ...]:
+    """The status paths of jobs, which a load run reads in turn."""
+    return tuple(f"{API}/jobs/status/{i}" for i in ids)
+
+
 def count_active(stack: Stack) -> int:
     """Jobs not finished yet (pending, processing or retrying)."""
     marks = ",".join("?" * len(ACTIVE))
@@ -231,7 +236,10 @@ class Bench:
 
     def running_stack(self, name: str) -> Stack:
         """A Darkroom stack with its web live and its worker reporting."""
-        stack = self.stack(name)
+        return self.start(self.stack(name))
+
+    def start(self, stack: Stack) -> Stack:
+        """Start a stack's web and worker; return it when the web is live and the worker reports."""
         stack.start_web(wait=False)
         stack.start_worker()
         stack.wait_live(90)

@@ -15,6 +15,7 @@ FIG_LABELS = {
     "b_read": "(b) Flask-SQLAlchemy read by primary key",
     "c_insert": "(c) insert one row, own transaction",
     "status": "GET /api/v1/jobs/status/{id}",
+    "status_key": "GET /api/v1/jobs/status/{id} with a bearer key",
     "generate": "POST /api/v1/jobs/generate",
 }
 PAGE_LABELS = {

@@ -27,12 +27,17 @@ def api_stack(bench: Bench) -> tuple[Stack, list[str]]:
     databases are later filled from (populate.make_template).
     """
     stack = bench.running_stack("api")
+    return stack, status_jobs(stack)
+
+
+def status_jobs(stack: Stack) -> list[str]:
+    """Submit the 21 jobs whose status is read, let the worker finish them, stop it; the ids."""
     ids = [submit(stack, TINY, prompt=f"status probe {i}") for i in range(20)]
     ids.append(submit(stack, {"num_inference_steps": 1}, prompt=populate.TEMPLATE_PROMPT))
     if not wait_jobs_done(stack, 60):
         raise RuntimeError(f"setup jobs did not finish\n{stack.logs()}")
     stack.stop_worker()
-    return stack, ids
+    return ids
 
 
 def media_file(bench: Bench, stack: Stack) -> tuple[str, str, int]:

@@ -26,7 +26,7 @@ from typing import Any
 import psutil
 
 from bench import load, pages, populate, prepare
-from bench.harness import TINY, Bench, submit
+from bench.harness import TINY, Bench, status_paths, submit
 from bench.load import Spec
 from bench.run import parse_args
 from bench.throughput import GENERATE, MEDIA_CONNECTIONS
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             api, status_ids = prepare.api_stack(bench)
             pids = web_pids(api)
             if a.figure == "status":
-                spec = Spec.get(*(f"{API}/jobs/status/{i}" for i in status_ids))
+                spec = Spec.get(*status_paths(status_ids))
             elif a.figure == "generate":
                 spec = GENERATE
             else:

@@ -28,6 +28,7 @@ DEFAULT_NOTES = (
 # The figures the History table shows for each run (all of them are in the summary).
 HEADLINE = (
     "status_over_b",
+    "status_key_over_status",
     "generate_over_c",
     "page_api_deep",
     "page_gallery_index",
@@ -62,7 +63,7 @@ def render(r: dict[str, Any], notes: str, previous: dict[str, Any] | None, histo
     L += _machine(r)
     L += _summary(r, figures, (previous or {}).get("values", {}))
     L += _method(r)
-    L += report_web.api(r) + report_web.sweep(r) + report_web.pages(r)
+    L += report_web.api(r) + report_web.status_key(r) + report_web.sweep(r) + report_web.pages(r)
     L += report_worker.start(r) + report_worker.queue(r) + report_worker.thumbs(r)
     L += report_web.media(r) + report_worker.rss(r)
     L += ["## Notes", "", NOTES_START, notes.strip(), NOTES_END, ""]

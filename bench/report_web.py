@@ -28,8 +28,9 @@ THROUGHPUT_HEAD = [
 ]
 
 
-def _throughput_table(r: dict[str, Any], names: list[str], baseline: str) -> list[str]:
-    tp = r["throughput"]
+def _throughput_table(
+    tp: dict[str, list[dict[str, Any]]], names: list[str], baseline: str
+) -> list[str]:
     base = med(tp[baseline], "rps") if tp.get(baseline) else None
     base_cpu = cpu_ms(tp.get(baseline) or [])
     rows = list(THROUGHPUT_HEAD)
@@ -70,7 +71,7 @@ def api(r: dict[str, Any]) -> list[str]:
         TARGETS["generate_errors"],
     )
     L = ["## Baselines", "", "On the same gunicorn command line as Darkroom's web.", ""]
-    L += _throughput_table(r, ["a_json", "b_read", "c_insert"], "a_json")
+    L += _throughput_table(r["throughput"], ["a_json", "b_read", "c_insert"], "a_json")
     L += [
         "",
         "## Job status: `GET /api/v1/jobs/status/{id}`",
@@ -78,7 +79,7 @@ def api(r: dict[str, Any]) -> list[str]:
         f"21 finished jobs read in turn, against baseline (b). Target: {status.text()} of (b).",
         "",
     ]
-    L += _throughput_table(r, ["b_read", "status"], "b_read")
+    L += _throughput_table(r["throughput"], ["b_read", "status"], "b_read")
     L += [
         "",
         "## Job submission: `POST /api/v1/jobs/generate`",
@@ -88,7 +89,7 @@ def api(r: dict[str, Any]) -> list[str]:
         f"{r.get('pending_after_generate', 'n/a')}.",
         "",
     ]
-    L += _throughput_table(r, ["c_insert", "generate"], "c_insert")
+    L += _throughput_table(r["throughput"], ["c_insert", "generate"], "c_insert")
     gw = r.get("generate_with_worker")
     if gw:
         L += [
@@ -98,6 +99,50 @@ def api(r: dict[str, Any]) -> list[str]:
             f"'Traceback' in the web and worker logs: {r.get('api_log_trouble', 'n/a')}.",
         ]
     return [*L, ""]
+
+
+def status_key(r: dict[str, Any]) -> list[str]:
+    """Status with a bearer key (accounts on) against the same read with accounts off."""
+    found = r.get("status_key")
+    if not found:
+        return []
+    bound = TARGETS["status_key_over_status"]
+    L = [
+        "## Job status with an API key: `Authorization: Bearer dr_…`",
+        "",
+        f"A second stack with `DARKROOM_AUTH=on`; its user and key (scopes read and generate) "
+        f"made with `flask users create` and `flask keys create`, its {found['jobs']} jobs "
+        "submitted with the key. Runs alternate, round by round, with the same reads on the "
+        f"stack with accounts off. Target: {bound.text()} of the reads with accounts off.",
+        "",
+    ]
+    L += _throughput_table(found["runs"], ["status", "status_key"], "status")
+    counted = found.get("statements") or {}
+    if counted.get("status") and counted.get("status_key"):
+        off, on = counted["status"], counted["status_key"]
+        every = on.get("last_used_every_s")
+        L += [
+            "",
+            f"SQL statements per request, counted in-process on each stack's database: "
+            f"{_statements(off)} with accounts off, {_statements(on)} with the key"
+            + (
+                f"; the key's `last_used_at` is also written at most once every {every:.0f} s."
+                if every
+                else "."
+            ),
+        ]
+    return [*L, ""]
+
+
+def _statements(found: dict[str, Any]) -> str:
+    """How many statements one request ran, what kind, and the pool checkouts they took."""
+    kinds: dict[str, int] = {}
+    for statement in found["statements"]:
+        kind = statement.split(" ", 1)[0].upper()
+        kinds[kind] = kinds.get(kind, 0) + 1
+    what = ", ".join(f"{n} {kind}" for kind, n in kinds.items()) or "none"
+    checkouts = found["checkouts"]
+    return f"{len(found['statements'])} ({what}; {checkouts} pool checkout{'s' * (checkouts != 1)})"
 
 
 def sweep(r: dict[str, Any]) -> list[str]:

@@ -20,7 +20,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import idle, pages, populate, prepare, report, slow_clients, sysinfo, throughput, worker
+from bench import (
+    auth,
+    idle,
+    pages,
+    populate,
+    prepare,
+    report,
+    slow_clients,
+    sysinfo,
+    throughput,
+    worker,
+)
 from bench.harness import ROOT, SETTLE_SECONDS, Bench, log
 
 
@@ -84,6 +95,11 @@ def run(bench: Bench) -> dict[str, Any]:
             "throughput",
             a.rounds * 5 * (a.duration + 0.3 + SETTLE_SECONDS) + 10,
             lambda: throughput.measure(bench, base, api, status_ids),
+        ),
+        (
+            "status with a bearer key",
+            auth.cost(bench),
+            lambda: auth.measure(bench, api, status_ids),
         ),
         (
             "slow clients",

@@ -14,7 +14,7 @@ import time
 
 import psutil
 
-from bench.harness import Bench, log
+from bench.harness import Bench, log, status_paths
 from bench.load import Spec
 from tests.procs import API, Stack
 
@@ -48,9 +48,8 @@ def measure(bench: Bench, api: Stack, status_ids: list[str]) -> None:
             held.append(sock)
         time.sleep(1.0)  # every connection has reached a worker and is being read
         rss_held = _web_rss(api)
-        status_paths = tuple(f"{API}/jobs/status/{i}" for i in status_ids)
         live = bench.load(api, Spec.get(f"{API}/health/live"), CONNECTIONS, duration)
-        status = bench.load(api, Spec.get(*status_paths), CONNECTIONS, duration)
+        status = bench.load(api, Spec.get(*status_paths(status_ids)), CONNECTIONS, duration)
         still_open = sum(1 for sock in held if _open(sock))
     finally:
         for sock in held:

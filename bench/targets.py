@@ -1,4 +1,4 @@
-"""The summary's figures and the 15 targets they are judged by, as one table.
+"""The summary's figures and the 16 targets they are judged by, as one table.
 
 `FIGURES` lists every line of the summary in order: its key (also the key of its value in
 the history), its name, and either a `Bound` it must keep or, for a figure reported without
@@ -74,6 +74,11 @@ FIGURES = (
     Figure("b_over_a", "(b) / (a), calibration", "about 55% on this kind of machine"),
     Figure("c_over_a", "(c) / (a), calibration", "about 30% on this kind of machine"),
     Figure("status_over_b", "status throughput / (b)", Bound(">=", 0.8, "share")),
+    Figure(
+        "status_key_over_status",
+        "status throughput with a bearer key / with accounts off",
+        Bound(">=", 0.9, "share"),
+    ),
     Figure("generate_over_c", "generate throughput / (c)", Bound(">=", 0.5, "share")),
     Figure("generate_errors", "generate errors", Bound("==", 0)),
     Figure("slow_live_p99", "health/live p99 with {slow} slow clients held", SLOW_P99),
@@ -122,8 +127,14 @@ def evaluate(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 def read(r: dict[str, Any]) -> dict[str, Reading]:
     """The value of every figure the results hold, by key."""
-    readers = (_throughput, _slow_clients, _pages, _start, _worker, _media)
+    readers = (_throughput, _status_key, _slow_clients, _pages, _start, _worker, _media)
     return {k: v for reader in readers for k, v in reader(r).items()}
+
+
+def _by_cpu(runs: list[dict[str, Any]], base: list[dict[str, Any]]) -> str:
+    """The ratio again by web CPU per request (base over runs), as the summary appends it."""
+    mine, theirs = cpu_ms(runs), cpu_ms(base)
+    return f"; by web CPU per request: {pct(theirs / mine)}" if mine and theirs else ""
 
 
 def _throughput(r: dict[str, Any]) -> dict[str, Reading]:
@@ -133,8 +144,7 @@ def _throughput(r: dict[str, Any]) -> dict[str, Reading]:
         return med(tp[name], "rps") if tp.get(name) else None
 
     def by_cpu(name: str, base: str) -> str:
-        mine, theirs = cpu_ms(tp.get(name) or []), cpu_ms(tp.get(base) or [])
-        return f"; by web CPU per request: {pct(theirs / mine)}" if mine and theirs else ""
+        return _by_cpu(tp.get(name) or [], tp.get(base) or [])
 
     a, b, c = rps("a_json"), rps("b_read"), rps("c_insert")
     s, g = rps("status"), rps("generate")
@@ -153,6 +163,18 @@ def _throughput(r: dict[str, Any]) -> dict[str, Reading]:
         errors = sum(x["errors"] for x in tp["generate"])
         out["generate_errors"] = Reading(errors, str(errors))
     return out
+
+
+def _status_key(r: dict[str, Any]) -> dict[str, Reading]:
+    runs = (r.get("status_key") or {}).get("runs") or {}
+    on, off = runs.get("status_key") or [], runs.get("status") or []
+    if not on or not off or not med(off, "rps"):
+        return {}
+    k, s = med(on, "rps"), med(off, "rps")
+    errors = sum(x["errors"] for x in on + off)
+    shown = f"{pct(k / s)} ({k:,.0f} vs {s:,.0f} req/s; p99 {med(on, 'p99_ms'):.1f} ms"
+    shown += f", {errors} errors)" if errors else ")"
+    return {"status_key_over_status": Reading(k / s, shown + _by_cpu(on, off))}
 
 
 def _slow_clients(r: dict[str, Any]) -> dict[str, Reading]:

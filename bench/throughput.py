@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from bench.harness import SETTLE_SECONDS, Bench, count_active, job_body, log
+from bench.harness import SETTLE_SECONDS, Bench, count_active, job_body, log, status_paths
 from bench.load import LoadResult, Spec
 from tests.procs import API, Stack
 
@@ -22,12 +22,11 @@ def measure(bench: Bench, base: Stack, api: Stack, status_ids: list[str]) -> Non
     """(a), (b), (c), status and generate: interleaved rounds, then a concurrency sweep."""
     a = bench.args
     read_paths = tuple(f"/read/{i}" for i in range(1, 201))
-    status_paths = tuple(f"{API}/jobs/status/{i}" for i in status_ids)
     figures: dict[str, tuple[Stack, Spec]] = {
         "a_json": (base, Spec.get("/json")),
         "b_read": (base, Spec.get(*read_paths)),
         "c_insert": (base, Spec.post_json("/insert", {"name": "x", "payload": "y" * 64})),
-        "status": (api, Spec.get(*status_paths)),
+        "status": (api, Spec.get(*status_paths(status_ids))),
         "generate": (api, GENERATE),
     }
     runs: dict[str, list[LoadResult]] = {k: [] for k in figures}

@@ -129,6 +129,18 @@ class PagesSessionInterface(SecureCookieSessionInterface):
         """Secure whenever the page was served over HTTPS (behind a proxy: as it says)."""
         return bool(app.config.get("SESSION_COOKIE_SECURE")) or request.is_secure
 
+    def save_session(self, app: Flask, session: Any, response: Response) -> None:
+        """Save the session, except in the answer to a write from another site's page.
+
+        The browser sends no `Lax` cookie with such a post, so the session here is empty;
+        its refusal page would set a fresh one, which the browser keeps in place of the
+        real one: another site could sign people out, or spoil the CSRF token of their open
+        tabs, with one hidden form.
+        """
+        if request.method in WRITE_METHODS and cross_site_reason():
+            return
+        super().save_session(app, session, response)
+
 
 def register_security(app: Flask, api_blueprints: list) -> None:
     """CSRF on every form and htmx request (not on the token-less JSON API); security headers."""
