@@ -47,6 +47,14 @@ _PRINCIPAL = "darkroom.principal"
 _SIGNED = "darkroom.signed_media"
 SIGNED_MEDIA_ENDPOINTS = frozenset({"media.MediaById", "media.MediaThumbnail"})
 """API downloads a signed URL may fetch with no key or cookie."""
+
+
+def signed_download(endpoint: str, method: str) -> bool:
+    """Whether a signed URL may stand in for a key here: downloads only (GET and HEAD); a
+    signed URL never deletes anything."""
+    return endpoint in SIGNED_MEDIA_ENDPOINTS and method.upper() in ("GET", "HEAD")
+
+
 LAST_USED_EVERY = timedelta(minutes=1)  # a key's `last_used_at` is written at most this often
 
 
@@ -294,7 +302,7 @@ def _api_refusal() -> Response | None:
     needed = scope_of(view, request.method)
     if needed == OPEN:
         return None
-    if endpoint in SIGNED_MEDIA_ENDPOINTS and (
+    if signed_download(endpoint, request.method) and (
         "signature" in request.args or "expires" in request.args
     ):
         problem = signature_problem()

@@ -187,10 +187,11 @@ class CommonHeadersPlugin(BasePlugin):
 
     def _document_access(self, rule: Any, method: str, operation: dict[str, Any]) -> None:
         """The key and scope an operation needs, its 401 and 403 (accounts on)."""
-        from webapp.auth import OPEN, SIGNED_MEDIA_ENDPOINTS, scope_of
+        from webapp.auth import OPEN, scope_of, signed_download
 
         view = self.app.view_functions.get(rule.endpoint)
         needed = scope_of(view, method)
+        signed = signed_download(rule.endpoint, method)
         responses = operation.setdefault("responses", {})
         if needed == OPEN:
             operation["security"] = []
@@ -211,15 +212,11 @@ class CommonHeadersPlugin(BasePlugin):
             "403",
             {
                 "description": "The key lacks the scope this operation needs"
-                + (
-                    ", or a signed URL expired or was altered"
-                    if rule.endpoint in SIGNED_MEDIA_ENDPOINTS
-                    else ""
-                ),
+                + (", or a signed URL expired or was altered" if signed else ""),
                 "content": {JSON: {"schema": ref("DetailError")}},
             },
         )
-        if rule.endpoint in SIGNED_MEDIA_ENDPOINTS:
+        if signed:
             operation.setdefault("parameters", []).extend(SIGNATURE_PARAMETERS)
             operation["security"] = [{BEARER: []}, {}]
 
