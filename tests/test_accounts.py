@@ -402,3 +402,125 @@ def test_the_migration_adds_and_removes_the_account_tables(app: Flask) -> None:
         after = {r[0] for r in conn.execute("select name from sqlite_master where type='trigger'")}
     assert {"users", "api_keys", "share_links"} <= tables
     assert after == triggers
+
+
+# -- found in review: quotas, hostile values, signatures beside keys ----------------------------
+
+
+def test_deleting_jobs_does_not_give_quota_back(app: Flask, alice: User, bob: User) -> None:
+    app.config["DAILY_JOB_QUOTA"] = 2
+    _, key = accounts.create_key(bob, "k", ["generate", "read"])
+    client = app.test_client()
+    made = [
+        client.post("/api/v1/jobs/generate", json={"prompt": f"p{i}"}, headers=bearer(key))
+        for i in range(2)
+    ]
+    assert [r.status_code for r in made] == [201, 201]
+    sign_in(client, bob)
+    csrf = token(client)
+    for answer in made:
+        deleted = client.post(f"/jobs/{answer.get_json()['id']}/delete", data={"csrf_token": csrf})
+        assert deleted.status_code == 303
+    assert db.session.query(Job).filter_by(owner_id=bob.id).count() == 0
+    again = client.post("/api/v1/jobs/generate", json={"prompt": "p3"}, headers=bearer(key))
+    assert again.status_code == 429
+
+
+@pytest.mark.parametrize("value", ["²", "٣", "1" * 5000, "99999999999999999999", "-1", "1.5"])
+def test_hostile_numbers_in_forms_are_422_not_500(
+    app: Flask, alice: User, bob: User, value: str
+) -> None:
+    _, key = accounts.create_key(alice, "k", ["generate"])
+    client = app.test_client()
+    job_id = client.post(
+        "/api/v1/jobs/generate", json={"prompt": "x"}, headers=bearer(key)
+    ).get_json()["id"]
+    sign_in(client, alice)
+    csrf = token(client)
+    answers = {
+        "key": client.post(
+            "/settings/keys",
+            data={"csrf_token": csrf, "name": "n", "scope": "read", "expires_days": value},
+        ),
+        "quota": client.post(
+            f"/settings/users/{bob.id}",
+            data={"csrf_token": csrf, "action": "quota", "quota": value},
+        ),
+        "share": client.post(
+            f"/jobs/{job_id}/share", data={"csrf_token": csrf, "expires_days": value}
+        ),
+    }
+    assert {k: a.status_code for k, a in answers.items()} == {
+        "key": 422,
+        "quota": 422,
+        "share": 422,
+    }
+    assert accounts.shares_of(alice) == [] and len(accounts.keys_of(alice)) == 1
+    assert db.session.get(User, bob.id).daily_quota is None  # type: ignore[union-attr]
+
+
+def test_a_quota_too_large_is_refused(bob: User) -> None:
+    with pytest.raises(accounts.AccountError, match="0 \\(unlimited\\) to 1,000,000"):
+        accounts.set_quota(bob, 2_000_000)
+
+
+def test_sign_in_with_control_characters_in_next_goes_home(app: Flask, alice: User) -> None:
+    client = app.test_client()
+    csrf = token(client, "/signin")
+    answer = client.post(
+        "/signin",
+        data={"csrf_token": csrf, "name": "alice", "password": PASSWORD, "next": "/\r\nX: y"},
+    )
+    assert answer.status_code == 303 and answer.headers["Location"] == "/"
+
+
+def test_nul_characters_are_refused_before_any_query(app: Flask, alice: User) -> None:
+    client = app.test_client()
+    assert client.get("/signin?next=%00").status_code == 400
+    assert client.get("/s/a%00b").status_code == 400
+    assert client.get("/api/v1/jobs/status/a%00b").status_code == 404
+    _, key = accounts.create_key(alice, "k", ["read"])
+    listed = client.get("/api/v1/jobs?user=a%00", headers=bearer(key))
+    assert listed.status_code == 200 and listed.get_json()["total"] == 0
+
+
+def test_a_key_wins_over_a_stale_signature_and_head_works_with_the_session(
+    app: Flask, alice: User
+) -> None:
+    _, key = accounts.create_key(alice, "k", ["generate", "read"])
+    client = app.test_client()
+    job_id = client.post(
+        "/api/v1/jobs/generate", json={"prompt": "x"}, headers=bearer(key)
+    ).get_json()["id"]
+    run_queue()
+    media_id = db.session.get(Job, job_id).media[0].id  # type: ignore[union-attr]
+    stale = f"/api/v1/media/{media_id}?expires=1&signature=AAAA"
+    assert client.get(stale).status_code == 403
+    assert client.get(stale, headers=bearer(key)).status_code == 200
+    sign_in(client, alice)
+    assert client.head(f"/api/v1/media/{media_id}").status_code == 200
+    assert client.get(f"/api/v1/media/{media_id}").status_code == 200
+
+
+def test_a_share_link_does_not_tell_whether_another_jobs_picture_expired(
+    app: Flask, alice: User
+) -> None:
+    _, key = accounts.create_key(alice, "k", ["generate"])
+    client = app.test_client()
+    ids = [
+        client.post("/api/v1/jobs/generate", json={"prompt": p}, headers=bearer(key)).get_json()[
+            "id"
+        ]
+        for p in ("shared", "private")
+    ]
+    run_queue()
+    shared, private = (db.session.get(Job, i) for i in ids)
+    link = accounts.create_share(shared, alice)  # type: ignore[arg-type]
+    other = private.media[0]  # type: ignore[union-attr]
+    from webapp.database import write_transaction
+    from webapp.models import now_utc
+
+    with write_transaction():
+        other.purged_at = now_utc()
+    assert client.get(f"/s/{link.id}/media/{other.id}").status_code == 404
+    assert client.get(f"/s/{link.id}/media/{shared.media[0].id}").status_code == 200  # type: ignore[union-attr]

@@ -20,7 +20,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.database import rows_changed, write_transaction
 from webapp.extensions import db
-from webapp.models import ApiKey, Job, ShareLink, User, now_utc
+from webapp.models import ApiKey, Job, JobQuotaDay, ShareLink, User, now_utc
 
 SCOPES = ("read", "generate", "delete", "admin")
 """What a key may do: `read` (status, lists, media, webhook log, models), `generate` (create
@@ -32,6 +32,7 @@ KEY_SHOWN_CHARS = 8  # of the random part, in the prefix people see and revoke b
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # scrypt reads all of it; a megabyte password would cost a CPU second
 MAX_NAME = 64
+MAX_QUOTA = 1_000_000
 # The timing of a sign-in with an unknown name matches one with a known name.
 _DUMMY_HASH = generate_password_hash("darkroom-no-such-user")
 
@@ -144,8 +145,8 @@ def set_admin(user: User, admin: bool) -> None:
 
 def set_quota(user: User, quota: int | None) -> None:
     """A user's own daily job quota (None: the default; 0: unlimited)."""
-    if quota is not None and quota < 0:
-        raise AccountError("A quota is 0 (unlimited) or more")
+    if quota is not None and not 0 <= quota <= MAX_QUOTA:
+        raise AccountError(f"A quota is 0 (unlimited) to {MAX_QUOTA:,} jobs a day")
     with write_transaction():
         user.daily_quota = quota
 
@@ -207,21 +208,28 @@ def quota_of(user: User) -> int:
     return int(current_app.config["DAILY_JOB_QUOTA"])
 
 
-def check_quota(user_id: str) -> None:
-    """Raise `QuotaUsed` if the user may make no more jobs today (UTC)."""
+def take_quota(user_id: str, now: datetime) -> None:
+    """Count a new job against its owner's UTC day, or raise `QuotaUsed` when the day's
+    quota is used. Runs inside the transaction that stores the job, so a job that is not
+    stored is not counted, and two at once cannot both take the last place."""
     user = get_user(user_id)
     quota = quota_of(user) if user else 0
-    if quota <= 0:
-        return
-    now = now_utc()
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    made = db.session.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(Job.owner_id == user_id, Job.created_at >= midnight)
+    day = now.strftime("%Y-%m-%d")
+    this_day = (JobQuotaDay.user_id == user_id, JobQuotaDay.day == day)
+    room = (JobQuotaDay.count < quota,) if quota > 0 else ()
+    taken = rows_changed(
+        update(JobQuotaDay)
+        .where(*this_day, *room)
+        .values(count=JobQuotaDay.count + 1)
+        .execution_options(synchronize_session=False)
     )
-    if int(made or 0) >= quota:
+    if taken:
+        return
+    if db.session.scalar(select(JobQuotaDay.count).where(*this_day)) is not None:
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
         raise QuotaUsed(quota, midnight + timedelta(days=1))
+    db.session.add(JobQuotaDay(user_id=user_id, day=day, count=1))
+    db.session.flush()  # a first job of the day at once elsewhere: IntegrityError, retried
 
 
 # -- API keys ---------------------------------------------------------------------------

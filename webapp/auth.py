@@ -116,7 +116,7 @@ def user_filter(name: str | None) -> str | None:
     owner = owner_filter()
     if owner is not None or not name or not auth_enabled(current_app.config):
         return owner
-    user = find_user(name)
+    user = find_user(name) if len(name) <= 64 and "\x00" not in name else None
     return user.id if user else NOBODY
 
 
@@ -302,17 +302,19 @@ def _api_refusal() -> Response | None:
     needed = scope_of(view, request.method)
     if needed == OPEN:
         return None
-    if signed_download(endpoint, request.method) and (
-        "signature" in request.args or "expires" in request.args
+    key = bearer_key()
+    if (
+        key is None
+        and signed_download(endpoint, request.method)
+        and ("signature" in request.args or "expires" in request.args)
     ):
         problem = signature_problem()
         if problem:
             return json_error(403, {"detail": problem})
         request.environ[_SIGNED] = True
         return None
-    key = bearer_key()
     who = key_principal(key) if key else None
-    if who is None and key is None and endpoint.startswith("media.") and request.method == "GET":
+    if who is None and key is None and signed_download(endpoint, request.method):
         user = session_user()  # an <img> on the user's own pages
         who = _session_principal(user) if user else None
     if who is None:

@@ -19,9 +19,10 @@ from typing import Any, cast
 
 from flask import current_app
 from sqlalchemy import RowMapping, Select, Table, bindparam, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
 
-from webapp.accounts import check_quota
+from webapp.accounts import take_quota
 from webapp.database import rows_changed, single_read, write_transaction
 from webapp.extensions import db
 from webapp.job_counts import count_active, count_jobs
@@ -151,8 +152,6 @@ def submit_job(
     problem = storage_problem()
     if problem:  # a job accepted now could only fail: its pictures would have nowhere to go
         raise StorageUnavailable(problem)
-    if owner_id is not None:
-        check_quota(owner_id)
     now = now_utc()
     job = Job(
         id=str(uuid.uuid4()),
@@ -175,8 +174,16 @@ def submit_job(
     # A Core INSERT of the row: the ORM's unit of work costs more than the statement, and
     # the new job needs none of it (the object above is only handed back, never attached).
     row = {column: getattr(job, attr) for attr, column in _SUBMITTED_COLUMNS.items()}
-    with write_transaction():
-        db.session.connection().execute(_INSERT_JOB, row)
+    for attempt in (1, 2):
+        try:
+            with write_transaction():
+                if owner_id is not None:
+                    take_quota(owner_id, now)  # the owner's daily count, with the job
+                db.session.connection().execute(_INSERT_JOB, row)
+            break
+        except IntegrityError:
+            if attempt == 2 or owner_id is None:
+                raise  # only the day's first count can meet another's at once
     enqueue_job(job.id)
     return job
 

@@ -312,6 +312,20 @@ class User(Model):
     )
 
 
+class JobQuotaDay(Model):
+    """How many jobs a user made on one UTC day (accounts on): the daily quota's counter.
+
+    Counted as each job is stored, in the same transaction, and never lowered: deleting a
+    job does not give its place back.
+    """
+
+    __tablename__ = "job_quota_days"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
+    count: Mapped[int] = mapped_column(default=0)
+
+
 class ApiKey(Model):
     """An API key: only its SHA-256 is kept; the key itself is shown once."""
 

@@ -92,6 +92,28 @@ def guard_api_write() -> Response | None:
     return None
 
 
+def refuse_nul() -> Response | None:
+    """No NUL character reaches a query: PostgreSQL refuses one in text, and no client has a
+    reason to send it. An API path holding one names nothing (404, as any unknown id); a
+    page request with one in its path, query or form is a 400. (The API's query values are
+    validated where they are read.)"""
+    from flask import render_template
+
+    from webapp.errors import json_error
+
+    if request.path.startswith("/api/"):
+        if "\x00" in request.path:
+            return json_error(404, {"detail": "Not found"})
+        return None
+    form = request.form if request.mimetype == "application/x-www-form-urlencoded" else {}
+    values = [request.path, *request.args.keys(), *request.args.values()]
+    values += [*form.keys(), *form.values()]
+    if not any("\x00" in value for value in values):
+        return None
+    detail = "The request holds a NUL character"
+    return Response(render_template("error.html", status=400, detail=detail), 400)
+
+
 def ensure_secret_key(app: Flask) -> None:
     """Without a configured SECRET_KEY, make one once and keep it in the instance folder."""
     if app.config.get("SECRET_KEY") not in (None, "", DEV_SECRET):
@@ -152,6 +174,7 @@ def register_security(app: Flask, api_blueprints: list) -> None:
     csrf.init_app(app)
     for blueprint in api_blueprints:
         csrf.exempt(blueprint)  # token-less: guard_api_write keeps other sites out instead
+    app.before_request(refuse_nul)
     app.before_request(guard_api_write)
     register_auth(app)  # after the cross-site check, before the rate limits count
 

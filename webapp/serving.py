@@ -2,8 +2,9 @@
 a turn for every connection under gevent, and a warning when an open Darkroom listens
 beyond this machine.
 
-gunicorn reads a settings module's functions as server hooks; only hooks live here, the
-command line keeps the settings a deployer changes (binding, workers, worker class).
+gunicorn reads a settings module's functions as server hooks; hooks live here, and the one
+setting no deployer needs to change (the access log's line, below); the command line keeps
+the settings a deployer changes (binding, workers, worker class).
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 from typing import Any
+
+# gunicorn's usual line, with the path alone in place of the path and query: with accounts
+# on, a signed media URL's query works as a password for its picture, so logs keep none.
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
 
 def post_request(worker: Any, req: Any, environ: dict[str, Any], resp: Any) -> None:

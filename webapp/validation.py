@@ -253,12 +253,6 @@ class JobListArgs(BaseModel):
     page: int = Field(1, ge=1, le=1_000_000)
     per_page: int = Field(20, ge=1, le=100)
     status: Literal[tuple(s.value for s in JobStatus)] | None = None  # type: ignore[valid-type]
-    user: str | None = Field(
-        None,
-        min_length=1,
-        max_length=64,
-        description="With accounts on, for administrators: only this user's jobs",
-    )
 
 
 _SPEC_TYPES: dict[str, Any] = {"integer": int, "number": float, "string": str, "boolean": bool}

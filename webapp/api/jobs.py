@@ -130,7 +130,9 @@ class Jobs(MethodView):
     def get(self) -> dict[str, Any]:
         """List jobs, newest first"""
         args = parse_list_args(request.args.to_dict())
-        page = jobs.list_jobs(args.page, args.per_page, args.status, owner=user_filter(args.user))
+        # `user` is read only with accounts on (`user_filter`), and documented then.
+        owner = user_filter(request.args.get("user"))
+        page = jobs.list_jobs(args.page, args.per_page, args.status, owner=owner)
         return {
             "jobs": page.items,
             "total": page.total or 0,

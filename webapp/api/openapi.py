@@ -161,6 +161,16 @@ SIGNATURE_PARAMETERS = [
 ]
 
 
+USER_PARAMETER = {
+    "in": "query",
+    "name": "user",
+    "required": False,
+    "description": "A user's name: only that user's jobs (keys with the `admin` scope; "
+    "for others the list is always their own)",
+    "schema": {"type": "string"},
+}
+
+
 class CommonHeadersPlugin(BasePlugin):
     """Document the headers that every answer carries on every response of every operation,
     and, with accounts on, the bearer key and the scope each operation needs."""
@@ -216,6 +226,8 @@ class CommonHeadersPlugin(BasePlugin):
                 "content": {JSON: {"schema": ref("DetailError")}},
             },
         )
+        if rule.endpoint == "jobs.Jobs" and method.lower() == "get":
+            operation.setdefault("parameters", []).append(USER_PARAMETER)
         if signed:
             operation.setdefault("parameters", []).extend(SIGNATURE_PARAMETERS)
             operation["security"] = [{BEARER: []}, {}]

@@ -96,7 +96,7 @@ def _safe_next(target: str | None) -> str:
     parts = urlsplit(target or "")
     if not target or parts.scheme or parts.netloc or not target.startswith("/"):
         return url_for("pages.index")
-    if target.startswith("//") or "\\" in target:
+    if target.startswith("//") or "\\" in target or any(c < " " or c == "\x7f" for c in target):
         return url_for("pages.index")
     return target
 
@@ -153,27 +153,36 @@ def setup() -> BaseResponse:
     return render("account/setup.html", 422 if error else 200, error=error, name=name)
 
 
-def _throttle_keys(name: str) -> tuple[str, str]:
+def _throttle_keys(name: str) -> tuple[str, ...]:
     return (
         f"darkroom/signin/name/{name.strip().lower()[:64]}",
         f"darkroom/signin/ip/{client_ip()}",
     )
 
 
-def _signin_wait(name: str) -> int:
-    """Seconds until another sign-in may be tried (0: now), after 5 failures in a minute."""
-    storage_ = current_app.extensions["darkroom_rate_limits"].storage
+def _take_attempt(name: str) -> int:
+    """Count a sign-in attempt for the name and the address before the password is checked
+    (parallel attempts cannot slip past the count); the seconds to wait when either has
+    had 5 failures this minute, else 0. A success gives its attempt back (`_give_back`)."""
+    store = current_app.extensions["darkroom_rate_limits"].storage
     wait = 0.0
-    for key in _throttle_keys(name):
-        if storage_.get(key) >= SIGNIN_FAILURES:
-            wait = max(wait, storage_.get_expiry(key) - time.time())
+    try:
+        for key in _throttle_keys(name):
+            if store.incr(key, SIGNIN_WINDOW) > SIGNIN_FAILURES:
+                wait = max(wait, store.get_expiry(key) - time.time(), 1)
+    except store.base_exceptions:
+        current_app.logger.warning("sign-in throttle storage failed; not throttling")
+        return 0
     return max(0, math.ceil(wait))
 
 
-def _note_failure(name: str) -> None:
-    storage_ = current_app.extensions["darkroom_rate_limits"].storage
-    for key in _throttle_keys(name):
-        storage_.incr(key, SIGNIN_WINDOW)
+def _give_back(name: str) -> None:
+    store = current_app.extensions["darkroom_rate_limits"].storage
+    try:
+        for key in _throttle_keys(name):
+            store.incr(key, SIGNIN_WINDOW, amount=-1)
+    except store.base_exceptions:
+        pass
 
 
 @bp.route("/signin", methods=["GET", "POST"])
@@ -188,8 +197,8 @@ def signin() -> BaseResponse:
         if auth.principal() is not None:
             return redirect(target, 303)
         return render("account/signin.html", next=target, name="", error=None)
-    name = request.form.get("name", "")
-    wait = _signin_wait(name)
+    name = request.form.get("name", "")[:200]
+    wait = _take_attempt(name)
     if wait:
         response = render(
             "account/signin.html",
@@ -202,11 +211,11 @@ def signin() -> BaseResponse:
         return response
     user = accounts.authenticate(name, request.form.get("password", ""))
     if user is None:
-        _note_failure(name)
         current_app.logger.info("sign-in failed for a name from %s", client_ip())
         return render(
             "account/signin.html", 401, next=target, name=name, error="Wrong name or password"
         )
+    _give_back(name)
     auth.sign_in(user)
     return redirect(target, 303)
 
@@ -249,13 +258,21 @@ def settings() -> Response:
     return _settings()
 
 
-def _days(value: str | None) -> int | None:
+_WHOLE = re.compile(r"[0-9]{1,7}")
+
+
+def _whole(value: str | None, what: str) -> int | None:
+    """A form's whole number (ASCII digits, a few of them), None when empty."""
     value = (value or "").strip()
     if not value:
         return None
-    if not value.isdigit():
-        raise accounts.AccountError("Expiry is a number of days")
+    if not _WHOLE.fullmatch(value):
+        raise accounts.AccountError(f"{what} is a whole number")
     return int(value)
+
+
+def _days(value: str | None) -> int | None:
+    return _whole(value, "Expiry in days")
 
 
 @bp.post("/settings/password")
@@ -361,10 +378,7 @@ def change_user(user_id: str) -> Response:
                 f"{target.name} is {'now' if target.is_admin else 'no longer'} an administrator"
             )
         elif action == "quota":
-            raw = request.form.get("quota", "").strip()
-            if raw and not raw.isdigit():
-                raise accounts.AccountError("A quota is a whole number (0: unlimited)")
-            accounts.set_quota(target, int(raw) if raw else None)
+            accounts.set_quota(target, _whole(request.form.get("quota"), "A quota"))
             message = f"Quota of {target.name} set"
         else:
             raise accounts.AccountError("Unknown action")
@@ -434,10 +448,10 @@ def shared(token: str) -> Response:
 
 def _shared_item(token: str, media_id: str) -> Any:
     link = _open_link(token)
-    item = storage.get_live_media(media_id)
+    item = storage.get_media(media_id)
     if item.job_id != link.job_id:
-        abort(404)
-    return item
+        abort(404)  # another job's picture, expired or not, is simply not here
+    return storage.get_live_media(media_id)
 
 
 @bp.get("/s/<token>/media/<media_id>")
