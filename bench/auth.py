@@ -34,7 +34,13 @@ SETUP_SECONDS = 40  # the CLI twice, a stack started, its jobs run, statements c
 def cost(bench: Bench) -> float:
     """About how many seconds the phase takes."""
     a = bench.args
-    return SETUP_SECONDS + 2 * (a.rounds + 1) * (a.duration + 0.3 + SETTLE_SECONDS)
+    return SETUP_SECONDS + 2 * (rounds(bench) + 1) * (a.duration + 0.3 + SETTLE_SECONDS)
+
+
+def rounds(bench: Bench) -> int:
+    """Rounds of this phase: at most 3 (one figure, a ratio of two near-equal runs), so that
+    the whole of `make bench` keeps within its ten minutes."""
+    return min(3, bench.args.rounds)
 
 
 def flask(stack: Stack, *args: str, stdin: str | None = None) -> str:
@@ -128,7 +134,7 @@ def measure(bench: Bench, api: Stack, status_ids: list[str]) -> None:
         runs: dict[str, list[dict[str, Any]]] = {k: [] for k in specs}
         for stack, spec in specs.values():  # warm-up, not recorded
             bench.load(stack, spec, a.connections, 1)
-        for rnd in range(a.rounds):
+        for rnd in range(rounds(bench)):
             order = list(specs) if rnd % 2 == 0 else list(reversed(specs))
             for name in order:
                 stack, spec = specs[name]
