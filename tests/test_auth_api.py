@@ -220,6 +220,41 @@ def key_of(output: str) -> str:
     return key
 
 
+PROVISION = """
+import json, sys
+from webapp import accounts, create_app
+wanted = json.loads(sys.stdin.read())
+with create_app().app_context():
+    for name, admin in wanted["users"]:
+        accounts.create_user(name, wanted["password"], admin=admin)
+    keys = []
+    for user, scopes, days in wanted["keys"]:
+        found = accounts.find_user(user)
+        keys.append(accounts.create_key(found, user + ": " + " ".join(scopes), scopes, days)[1])
+print(json.dumps(keys))
+"""
+
+
+def provision(
+    stack: Stack, users: list[tuple[str, bool]], keys: list[tuple[str, tuple[str, ...], int | None]]
+) -> list[str]:
+    """Users and keys made by the functions behind the headless commands, in one process:
+    set-up for tests of what keys do (each command is a process that mostly imports the app;
+    the commands themselves are tested below)."""
+    done = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", PROVISION],
+        cwd=PROJECT_ROOT,
+        env=stack.env,
+        input=json.dumps({"password": PASSWORD, "users": users, "keys": keys}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    made: list[str] = json.loads(done.stdout.splitlines()[-1])
+    return made
+
+
 def at_once(*calls: Callable[[], T]) -> list[T]:
     """Run the calls in threads (each starts a process that mostly imports the app)."""
     with ThreadPoolExecutor(max_workers=len(calls)) as pool:
@@ -239,6 +274,10 @@ KEYS = {
     "bob": ("bob", ("read", "generate", "delete"), None),
     "admin": ("root", ("admin",), None),
 }
+
+
+BY_COMMAND = ("admin", "expired")
+"""The keys made with `flask keys create` (the others with `provision`)."""
 
 
 @dataclass
@@ -285,18 +324,23 @@ def site(tmp_path_factory: pytest.TempPathFactory, hook: Receiver) -> Iterator[S
     env = {"DARKROOM_AUTH": "on", "DARKROOM_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8"}
     folder = tmp_path_factory.mktemp("auth")
     with running_stack(folder, step_seconds=STEP_SECONDS, env=env) as stack:
-        at_once(
-            lambda: add_user(stack, "root", admin=True),
-            lambda: add_user(stack, "alice"),
-            lambda: add_user(stack, "bob"),
-        )
+        # The administrator and one key through the commands, as an operator makes them;
+        # the rest in one process (`provision`).
+        add_user(stack, "root", admin=True)
+        others = {role: spec for role, spec in KEYS.items() if role not in BY_COMMAND}
+        made = provision(stack, [("alice", False), ("bob", False)], list(others.values()))
         outputs = at_once(
             *(
-                lambda u=user, s=scopes, d=days: add_key(stack, u, *s, expires_days=d)
-                for user, scopes, days in KEYS.values()
+                lambda u=KEYS[r][0], s=KEYS[r][1], d=KEYS[r][2]: add_key(
+                    stack, u, *s, expires_days=d
+                )
+                for r in BY_COMMAND
             )
         )
-        key_outputs = dict(zip(KEYS, outputs, strict=True))
+        key_outputs = {
+            **dict(zip(others, made, strict=True)),
+            **dict(zip(BY_COMMAND, outputs, strict=True)),
+        }
         keys = {role: key_of(output) for role, output in key_outputs.items()}
         for role in ("revoked", "expired"):  # both work until they are revoked or expire
             assert call(stack, "GET", "/models", keys[role]).status_code == 200
@@ -711,13 +755,9 @@ def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tight]:
     }
     folder = tmp_path_factory.mktemp("auth-tight")
     with running_stack(folder, step_seconds=STEP_SECONDS, env=env) as stack:
-
-        def user_with_key(name: str) -> str:
-            add_user(stack, name)
-            return key_of(add_key(stack, name, "read", "generate"))
-
         names = ("carol", "dave")
-        keys = at_once(*(lambda n=name: user_with_key(n) for name in names))
+        scopes = ("read", "generate")
+        keys = provision(stack, [(n, False) for n in names], [(n, scopes, None) for n in names])
         yield Tight(stack, dict(zip(names, keys, strict=True)))
 
 
@@ -827,7 +867,8 @@ def test_users_list_shows_every_account(site: Site, commands: Commands) -> None:
 
 
 def test_keys_create_prints_the_key_alone_on_the_last_line(site: Site) -> None:
-    for role, output in site.key_outputs.items():
+    for role in BY_COMMAND:
+        output = site.key_outputs[role]
         *before, last = output.splitlines()
         assert last == site.keys[role] and KEY.fullmatch(last), output
         assert last[:11] in "\n".join(before), "the prefix to revoke it by is shown"

@@ -10,6 +10,7 @@ hash (SHA-256) is enough: a key is found by its hash in one indexed read per req
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from datetime import datetime, timedelta
@@ -33,8 +34,13 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # scrypt reads all of it; a megabyte password would cost a CPU second
 MAX_NAME = 64
 MAX_QUOTA = 1_000_000
-# The timing of a sign-in with an unknown name matches one with a known name.
-_DUMMY_HASH = generate_password_hash("darkroom-no-such-user")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to check unknown names against, so that they take as long as known ones (made
+    on first use: scrypt takes a sixth of a second, which every process start would pay)."""
+    return generate_password_hash("darkroom-no-such-user")
 
 
 class AccountError(ValueError):
@@ -112,7 +118,7 @@ def authenticate(name: str, password: str) -> User | None:
     """The enabled user with this name and password, or None."""
     user = find_user(name)
     if user is None or len(password or "") > MAX_PASSWORD:
-        check_password_hash(_DUMMY_HASH, password[:MAX_PASSWORD] if password else "")
+        check_password_hash(_dummy_hash(), password[:MAX_PASSWORD] if password else "")
         return None
     if not check_password_hash(user.password_hash, password) or user.disabled:
         return None
