@@ -69,10 +69,13 @@ def kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
         os.killpg(proc.pid, sig)
 
 
-def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int | None:
-    """SIGTERM the process group, SIGKILL it if it has not ended in time; reap the leader."""
+def stop(
+    proc: subprocess.Popen[bytes], timeout: float = 10.0, sig: int = signal.SIGTERM
+) -> int | None:
+    """Signal the process group (SIGTERM unless told), SIGKILL it if it has not ended in
+    time; reap the leader."""
     if proc.poll() is None:
-        kill(proc, signal.SIGTERM)
+        kill(proc, sig)
         kill(proc, signal.SIGCONT)  # a stopped process only acts on SIGTERM once resumed
         try:
             proc.wait(timeout)
@@ -200,10 +203,15 @@ class Stack:
             self.worker.wait(10)
 
     def close(self) -> None:
-        """Stop every process this stack started, newest first."""
-        for proc, _ in reversed(self.started):
-            stop(proc)
+        """Stop every process this stack started, newest first.
+
+        A web process gets gunicorn's quick shutdown (SIGINT): on SIGTERM a gevent worker
+        waits for every open keep-alive connection of the tests' clients and browsers, 10 s
+        each time until SIGKILL. The tests of graceful stops send their own signals.
+        """
         self.http.close()
+        for proc, log in reversed(self.started):
+            stop(proc, sig=signal.SIGINT if log.name.startswith("web.") else signal.SIGTERM)
 
     def leftovers(self) -> list[int]:
         """Pids of live (non-zombie) processes in the groups this stack started (Linux)."""
