@@ -268,7 +268,9 @@ def test_sigint_waits_for_hanging_deliveries_no_longer_than_their_timeout(
         log = stack.log_of(consumer)
         assert "All workers have stopped" in log, log
         assert "1 waiting webhook deliveries put back in the queue" in log, log
-        assert took < TIMEOUT + 2.0, f"the stop took {took:.2f}s"
+        # Bounded by the delivery timeout, not by the receivers (which never answer); the
+        # slack is for a loaded machine (the whole suite and more on two cores: 7.4 s seen).
+        assert took < TIMEOUT + 5.0, f"the stop took {took:.2f}s"
         # Each was cut off at the timeout and recorded before the process ended.
         assert event_statuses(stack) == [("pending", 1), ("retrying", len(in_flight))]
         assert sorted(timed_out(stack, in_flight)) == sorted(in_flight)
