@@ -45,8 +45,10 @@ OPEN_BLUEPRINTS = ("api-docs", "docs_assets")
 
 _PRINCIPAL = "darkroom.principal"
 _SIGNED = "darkroom.signed_media"
-SIGNED_MEDIA_ENDPOINTS = frozenset({"media.MediaById", "media.MediaThumbnail"})
-"""API downloads a signed URL may fetch with no key or cookie."""
+SIGNED_MEDIA_ENDPOINTS = frozenset(
+    {"media.MediaById", "media.MediaThumbnail", "uploads.UploadById"}
+)
+"""API downloads (media, thumbnails, uploads) a signed URL may fetch with no key or cookie."""
 
 
 def signed_download(endpoint: str, method: str) -> bool:
@@ -349,10 +351,10 @@ def identify() -> Response | None:
 
 
 def session_reaches_api_media() -> bool:
-    """Whether this request may carry the pages' session to the API: a media download with
-    accounts on and no key (the gallery's and a script's `<img>` of the user's own work)."""
+    """Whether this request may carry the pages' session to the API: a media (or upload)
+    download with accounts on and no key (the gallery's `<img>` of the user's own work)."""
     return (
-        request.path.startswith("/api/v1/media/")
+        request.path.startswith(("/api/v1/media/", "/api/v1/uploads/"))
         and request.method in ("GET", "HEAD")
         and "Authorization" not in request.headers
         and auth_enabled(current_app.config)

@@ -6,16 +6,23 @@ as if they were the whole body. So a chunked body is read here, before the app s
 request, into a spooled buffer: one byte over the limit answers 413 exactly like a sized
 body; a malformed or cut-off one answers 400 with one INFO line; and the app then reads a
 complete body of known length.
+
+One endpoint takes more than `MAX_CONTENT_LENGTH`: a view method marked with `larger_body`
+(the picture upload) may receive its setting's bytes plus room for the multipart framing,
+sized or chunked; every other endpoint keeps the app's limit.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from flask import Flask, abort, request
+from werkzeug.exceptions import HTTPException
+
+from webapp.ratelimit import view_method
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +31,41 @@ PROBLEM = "darkroom.body_problem"
 
 READ_SIZE = 64 * 1024
 IN_MEMORY = 1024 * 1024  # larger bodies spill to a temporary file
+
+F = TypeVar("F", bound=Callable[..., Any])
+_LIMIT_MARK = "_darkroom_body_limit"
+MULTIPART_ROOM = 64 * 1024
+"""Bytes a multipart body may hold beyond its file: boundaries, part headers, a file name."""
+
+
+def larger_body(config_key: str) -> Callable[[F], F]:
+    """Let an API view method take a body of `config[config_key]` bytes plus the multipart
+    framing (never less than `MAX_CONTENT_LENGTH`)."""
+
+    def mark(fn: F) -> F:
+        setattr(fn, _LIMIT_MARK, config_key)
+        return fn
+
+    return mark
+
+
+def body_limit(app: Flask, endpoint: str | None, method: str) -> int | None:
+    """The largest body this endpoint and method take."""
+    default = app.config.get("MAX_CONTENT_LENGTH")
+    view = app.view_functions.get(endpoint or "")
+    key = getattr(view_method(view, method), _LIMIT_MARK, None) if view else None
+    if key is None:
+        return default
+    return max(int(app.config[key]) + MULTIPART_ROOM, int(default or 0))
+
+
+def _endpoint_of(app: Flask, environ: dict[str, Any]) -> str | None:
+    """The endpoint a request goes to (before Flask routes it), or None."""
+    try:
+        rule, _ = app.url_map.bind_to_environ(environ).match(return_rule=True)
+    except HTTPException:
+        return None
+    return str(rule.endpoint)
 
 
 def _chunked(environ: dict[str, Any]) -> bool:
@@ -68,7 +110,9 @@ class WholeBodies:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         if _chunked(environ) and not environ.get("CONTENT_LENGTH"):
-            problem = _read_whole(environ, self.app.config.get("MAX_CONTENT_LENGTH"))
+            endpoint = _endpoint_of(self.app, environ)
+            limit = body_limit(self.app, endpoint, environ.get("REQUEST_METHOD", "GET"))
+            problem = _read_whole(environ, limit)
             if problem is not None:
                 environ[PROBLEM] = problem
                 environ["wsgi.input"] = _Empty()
@@ -93,6 +137,8 @@ def register_bodies(app: Flask) -> None:
 
     @app.before_request
     def refuse_bad_body() -> None:
+        if request.method in ("POST", "PUT", "PATCH"):  # the app's limit, or the endpoint's
+            request.max_content_length = body_limit(app, request.endpoint, request.method)
         problem = request.environ.get(PROBLEM)
         if problem is None:
             return

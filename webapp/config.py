@@ -59,6 +59,8 @@ class Defaults:
     WEBHOOK_CONCURRENCY = 4  # the consumer's delivery threads, apart from the job threads
     WEBHOOK_PER_HOST = 2  # of those, at most this many deliver to one host and port at once
     MAX_CONTENT_LENGTH = 1024 * 1024
+    MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # an uploaded picture (that endpoint's body may be this)
+    MAX_UPLOAD_PIXELS = 40_000_000  # width x height of an uploaded picture, read before decoding
     MIN_FREE_DISK_MB = 500  # below this much free space on the media disk, new jobs get 503
     MAX_STORAGE_GB = 0.0  # >0: new jobs get 503 once the media pictures total this much
     # flask-smorest: the OpenAPI document and the docs page live under /api/v1.
@@ -97,7 +99,7 @@ POSITIVE = frozenset(
         "REPLICATE_CONNECT_TIMEOUT", "REPLICATE_READ_TIMEOUT", "REPLICATE_DEADLINE_SECONDS",
         "REPLICATE_MAX_DOWNLOAD_BYTES", "REPLICATE_MAX_PIXELS", "WEBHOOK_CONNECT_TIMEOUT",
         "WEBHOOK_TIMEOUT", "WEBHOOK_CONCURRENCY", "WEBHOOK_PER_HOST", "MAX_CONTENT_LENGTH",
-        "SIGNED_URL_SECONDS",
+        "SIGNED_URL_SECONDS", "MAX_UPLOAD_BYTES", "MAX_UPLOAD_PIXELS",
     }
 )  # fmt: skip
 """Numeric settings that must be above zero; the other numeric ones may also be zero."""

@@ -19,6 +19,7 @@ from webapp.accounts import QuotaUsed
 from webapp.auth import retry_after_midnight
 from webapp.jobs import JobNotCancellable, JobNotFound
 from webapp.media import MediaExpired, MediaNotFound, StorageUnavailable
+from webapp.uploads import UploadExpired, UploadNotFound, UploadTooLarge
 from webapp.validation import BodyNotJson, RequestInvalid
 from webapp.webhooks import DeliveryInProgress, NoWebhook
 
@@ -103,9 +104,22 @@ def register_errors(app: Flask) -> None:
     def media_expired(exc: MediaExpired) -> Any:
         return _page_or_json(410, "Media has expired")
 
+    @app.errorhandler(UploadNotFound)
+    def upload_not_found(exc: UploadNotFound) -> Any:
+        return _page_or_json(404, "Upload not found")
+
+    @app.errorhandler(UploadExpired)
+    def upload_expired(exc: UploadExpired) -> Any:
+        return _page_or_json(410, "Upload has expired")
+
+    @app.errorhandler(UploadTooLarge)
+    def upload_too_large(exc: UploadTooLarge) -> Any:
+        return _page_or_json(413, str(exc))
+
     @app.errorhandler(StorageUnavailable)
     def storage_unavailable(exc: StorageUnavailable) -> Any:
-        detail = f"New jobs are paused: {exc}. Try again later."
+        paused = "Uploads" if (request.endpoint or "").startswith("uploads.") else "New jobs"
+        detail = f"{paused} are paused: {exc}. Try again later."
         return http_error(ServiceUnavailable(detail, retry_after=StorageUnavailable.RETRY_AFTER))
 
     @app.errorhandler(QuotaUsed)
@@ -120,7 +134,7 @@ def register_errors(app: Flask) -> None:
         status = exc.code or 500
         detail = exc.description or exc.name
         if status == 413:
-            limit = app.config["MAX_CONTENT_LENGTH"]
+            limit = request.max_content_length  # this endpoint's (see `webapp.bodies`)
             detail = f"Request body is larger than the limit of {limit} bytes"
         elif status == 404 and wants_json():
             detail = "Not found"

@@ -1,5 +1,8 @@
 """Media storage: files named by id under the media root, thumbnails, expiry and collection.
 
+The uploaded input pictures (`webapp.uploads`) live under the same root, in `uploads/`: the
+storage check, the size cap and the orphan sweep count them too.
+
 Serving the files over HTTP is the views' part (`webapp.api.media`).
 """
 
@@ -25,7 +28,7 @@ from sqlalchemy import func, or_, select, update
 
 from webapp.database import write_transaction
 from webapp.extensions import db
-from webapp.models import Media, new_id, now_utc
+from webapp.models import Media, Upload, new_id, now_utc
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,14 @@ FORMATS = {
 }
 THUMBNAIL_SIDE = 512
 STORAGE_FOLDERS = ("generated", "thumbnails")
+"""The folders of media files (named by media id)."""
+UPLOADS_FOLDER = "uploads"
+SWEPT_FOLDERS: dict[str, type[Media] | type[Upload]] = {
+    "generated": Media,
+    "thumbnails": Media,
+    UPLOADS_FOLDER: Upload,
+}
+"""Each folder the orphan sweep reads, and the table whose ids name its files."""
 
 
 class MediaNotFound(Exception):
@@ -135,17 +146,21 @@ STORED_BYTES_SECONDS = 10.0  # how long a process reuses the media total
 
 
 def stored_bytes() -> int:
-    """The size of all media pictures (the database's record, reread every few seconds)."""
+    """The size of all media pictures and uploads (the database's record, reread every few
+    seconds)."""
     key = str(db.engine.url)
     cached = _STORED_BYTES.get(key)
     if cached and time.monotonic() - cached[0] < STORED_BYTES_SECONDS:
         return cached[1]
-    total = int(db.session.scalar(select(func.coalesce(func.sum(Media.file_size_bytes), 0))) or 0)
+    total = sum(
+        int(db.session.scalar(select(func.coalesce(func.sum(model.file_size_bytes), 0))) or 0)
+        for model in (Media, Upload)
+    )
     _STORED_BYTES[key] = (time.monotonic(), total)
     return total
 
 
-def _write_atomically(relative: str, data: bytes) -> None:
+def write_atomically(relative: str, data: bytes) -> None:
     """Write to a temporary name in the same folder, flush to disk, then rename into place."""
     target = media_root() / relative
     # Named after the target, so a write cut off by a crash can be found and removed.
@@ -208,8 +223,8 @@ def store_image(
         height=image.height,
         sha256=hashlib.sha256(data).hexdigest(),
     )
-    _write_atomically(stored.storage_path, data)
-    _write_atomically(stored.thumbnail_path, make_thumbnail(image))
+    write_atomically(stored.storage_path, data)
+    write_atomically(stored.thumbnail_path, make_thumbnail(image))
     return stored
 
 
@@ -239,7 +254,8 @@ def sweep_orphan_files(
     now: float | None = None,
     batch: int = 500,
 ) -> int:
-    """Remove files that no media row names, once older than `ORPHAN_FILE_GRACE_SECONDS`.
+    """Remove files that no media (or upload) row names, once older than
+    `ORPHAN_FILE_GRACE_SECONDS`.
 
     They are what a process killed at the wrong moment leaves: a worker whose job was
     cancelled or deleted while it wrote its pictures, or a delete cut off between its commit
@@ -247,20 +263,22 @@ def sweep_orphan_files(
     ids it may still record come from `live_ids` and are kept, whatever their age. The rows
     and those ids are read after the files were listed, live ids first, so an attempt that
     completes in between is seen either way. Files whose names carry no media id are not
-    Darkroom's and stay. Folders are read in batches, so memory stays small on a large
-    store. Returns how many files were removed.
+    Darkroom's and stay. Files in `uploads/` are kept while an upload row names them (an
+    upload being stored has its row within moments, well inside the grace). Folders are read
+    in batches, so memory stays small on a large store. Returns how many files were removed.
     """
     grace = float(current_app.config["ORPHAN_FILE_GRACE_SECONDS"])  # 0 or more: check_settings
     cutoff = (time.time() if now is None else now) - grace
     removed = 0
-    for folder in STORAGE_FOLDERS:
+    for folder, model in SWEPT_FOLDERS.items():
+        live = live_ids if model is Media else None
         found: dict[str, list[str]] = {}
         for media_id, path in _old_files(media_root() / folder, cutoff):
             found.setdefault(media_id, []).append(path)
             if len(found) >= batch:
-                removed += _remove_unnamed(found, live_ids)
+                removed += _remove_unnamed(found, live, model)
                 found = {}
-        removed += _remove_unnamed(found, live_ids)
+        removed += _remove_unnamed(found, live, model)
     if removed:
         log.info("storage: removed %d files no media row names", removed)
     return removed
@@ -289,12 +307,16 @@ def _old_files(folder: Path, cutoff: float) -> Iterator[tuple[str, str]]:
             yield media_id, entry.path
 
 
-def _remove_unnamed(found: dict[str, list[str]], live_ids: Callable[[], set[str]] | None) -> int:
-    """Remove the files of `found` whose id is neither a media row nor a live attempt's."""
+def _remove_unnamed(
+    found: dict[str, list[str]],
+    live_ids: Callable[[], set[str]] | None,
+    model: type[Media] | type[Upload] = Media,
+) -> int:
+    """Remove the files of `found` whose id is neither a row of `model` nor a live attempt's."""
     if not found:
         return 0
     keep = live_ids() if live_ids else set()
-    keep |= set(db.session.scalars(select(Media.id).where(Media.id.in_(list(found)))))
+    keep |= set(db.session.scalars(select(model.id).where(model.id.in_(list(found)))))
     db.session.rollback()  # no read transaction stays open while files are removed
     removed = 0
     for media_id, paths in found.items():

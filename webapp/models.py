@@ -1,5 +1,6 @@
-"""Database models: jobs, their media, webhook events, the workers seen recently, and the
-accounts (users, their API keys, share links) that own jobs once `DARKROOM_AUTH=on`.
+"""Database models: jobs, their media, uploaded input pictures, webhook events, the workers
+seen recently, and the accounts (users, their API keys, share links) that own jobs once
+`DARKROOM_AUTH=on`.
 
 The two state machines live here as enums (`JobStatus`, `DeliveryStatus`); their rows store
 the same lowercase values they always did.
@@ -228,6 +229,34 @@ class Media(Model):
 def media_expired(expires_at: datetime | None, purged_at: datetime | None, now: datetime) -> bool:
     """Whether media with these timestamps are past retention (or their files were purged)."""
     return purged_at is not None or (expires_at is not None and expires_at <= now)
+
+
+class Upload(Model):
+    """A picture a client sent as an input, stored stripped of its metadata.
+
+    `sha256` is of the bytes sent (the same bytes from the same owner are one upload);
+    `file_size_bytes` is of the stored copy, which is what downloading it returns.
+    """
+
+    __tablename__ = "uploads"
+    __table_args__ = (Index("ix_uploads_owner_sha256", "owner_id", "sha256"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    # Who sent it (None with accounts off).
+    owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    sha256: Mapped[str] = mapped_column(String(64))
+    mime_type: Mapped[str] = mapped_column(String(64))
+    file_extension: Mapped[str] = mapped_column(String(8))
+    storage_path: Mapped[str] = mapped_column(String(255))
+    width: Mapped[int]
+    height: Mapped[int]
+    file_size_bytes: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        """Whether its time is up (the sweep removes it soon)."""
+        return self.expires_at <= (now or now_utc())
 
 
 class WorkerBeat(Model):

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from flask import Flask, has_app_context
 from huey import crontab
 
-from webapp import attempts, delivery, webhooks
+from webapp import attempts, delivery, uploads, webhooks
 from webapp.attempts import Claim
 from webapp.database import write_transaction
 from webapp.extensions import db, huey
@@ -229,10 +229,18 @@ def purge_expired_media() -> None:
     purge_expired()
 
 
+@huey.periodic_task(crontab(minute="17"))
+@in_app_context
+def remove_expired_uploads() -> None:
+    """Every hour: remove the uploads no job used within their 24 hours (rows and files)."""
+    uploads.sweep_expired()
+
+
 @huey.periodic_task(crontab(minute="37"))
 @in_app_context
 def sweep_storage() -> None:
-    """Every hour: remove files no media row names (left by a process killed mid-way)."""
+    """Every hour: remove files no media or upload row names (left by a process killed
+    mid-way)."""
     sweep_orphan_files(attempts.live_output_ids)
 
 

@@ -1,6 +1,6 @@
 """Public URLs of resources, built from `DARKROOM_PUBLIC_URL` (no request needed).
 
-With accounts on, media URLs carry an expiring signature (`webapp.auth.signed`).
+With accounts on, media and upload URLs carry an expiring signature (`webapp.auth.signed`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,16 @@ def thumbnail_url(media_id: str) -> str:
 def media_path(media_id: str) -> str:
     """Where a media file is downloaded."""
     return f"{API_PREFIX}/media/{media_id}"
+
+
+def upload_url(upload_id: str) -> str:
+    """An uploaded picture's absolute URL (signed with accounts on)."""
+    return public_base() + signed(upload_path(upload_id))
+
+
+def upload_path(upload_id: str) -> str:
+    """Where an uploaded picture is downloaded."""
+    return f"{API_PREFIX}/uploads/{upload_id}"
 
 
 def thumbnail_path(media_id: str) -> str:

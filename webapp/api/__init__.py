@@ -8,7 +8,7 @@ import swagger_ui
 from flask import Blueprint, Flask, send_from_directory
 from werkzeug.wrappers import Response
 
-from webapp.api import health, jobs, media, models, webhooks
+from webapp.api import health, jobs, media, models, uploads, webhooks
 from webapp.api.openapi import CommonHeadersPlugin
 from webapp.extensions import api
 from webapp.validation import JobCreate
@@ -25,7 +25,7 @@ def swagger_asset(filename: str) -> Response:
     return send_from_directory(_SWAGGER_DIR, filename, max_age=86400)
 
 
-API_MODULES = (jobs, media, webhooks, models, health)
+API_MODULES = (jobs, media, uploads, webhooks, models, health)
 
 
 def api_blueprints() -> list:

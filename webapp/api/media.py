@@ -36,7 +36,7 @@ _FILE_HEADERS = {
 }
 
 
-def _file_responses(what: str, mime_types: tuple[str, ...]) -> dict[str, Any]:
+def file_responses(what: str, mime_types: tuple[str, ...]) -> dict[str, Any]:
     """The answers of a file download: whole, a byte range, not modified, bad range."""
     content = {mime: _BINARY for mime in mime_types}
     disposition = header(
@@ -80,7 +80,9 @@ def _file_responses(what: str, mime_types: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
-def _send(relative: str, mimetype: str, download_name: str, etag: str, download: bool) -> Response:
+def send_stored(
+    relative: str, mimetype: str, download_name: str, etag: str, download: bool
+) -> Response:
     """Stream a stored file with ETag, Last-Modified and Range support."""
     try:
         response = send_file(
@@ -105,7 +107,7 @@ def _send(relative: str, mimetype: str, download_name: str, etag: str, download:
 def send_media(item: Media, download: bool = False) -> Response:
     """The media file, named by its id (never by user input)."""
     name = f"{item.id}{item.file_extension}"
-    return _send(item.storage_path, item.mime_type, name, item.sha256, download)
+    return send_stored(item.storage_path, item.mime_type, name, item.sha256, download)
 
 
 def send_thumbnail(item: Media) -> Response:
@@ -113,10 +115,10 @@ def send_thumbnail(item: Media) -> Response:
     if not item.thumbnail_path:
         raise storage.MediaNotFound(item.id)
     name = f"{item.id}-thumbnail.webp"
-    return _send(item.thumbnail_path, "image/webp", name, f"t-{item.sha256}", False)
+    return send_stored(item.thumbnail_path, "image/webp", name, f"t-{item.sha256}", False)
 
 
-def _conditional(response: Response) -> Response:
+def conditional(response: Response) -> Response:
     """The file answer, or our JSON error when the client's `If-Match` failed.
 
     Werkzeug marks a failed `If-Match` with status 412 but keeps the whole file as its body.
@@ -131,12 +133,12 @@ def _conditional(response: Response) -> Response:
 class MediaById(MethodView):
     """One media item's file."""
 
-    @blp.doc(responses=_file_responses("The file", tuple(f[1] for f in storage.FORMATS.values())))
+    @blp.doc(responses=file_responses("The file", tuple(f[1] for f in storage.FORMATS.values())))
     @errors(blp, 404, 410)
     @requires("read")
     def get(self, media_id: str) -> Response:
         """Download the file (supports ETag and Range)"""
-        return _conditional(send_media(storage.get_live_media(media_id, owner_filter())))
+        return conditional(send_media(storage.get_live_media(media_id, owner_filter())))
 
     @blp.response(204)
     @errors(blp, 404)
@@ -150,12 +152,12 @@ class MediaById(MethodView):
 class MediaThumbnail(MethodView):
     """One media item's thumbnail."""
 
-    @blp.doc(responses=_file_responses("A WebP thumbnail, longest side 512", ("image/webp",)))
+    @blp.doc(responses=file_responses("A WebP thumbnail, longest side 512", ("image/webp",)))
     @errors(blp, 404, 410)
     @requires("read")
     def get(self, media_id: str) -> Response:
         """Download the WebP thumbnail (supports ETag and Range)"""
-        return _conditional(send_thumbnail(storage.get_live_media(media_id, owner_filter())))
+        return conditional(send_thumbnail(storage.get_live_media(media_id, owner_filter())))
 
 
 @blp.route("/media/<string:media_id>/info")

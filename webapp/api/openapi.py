@@ -50,7 +50,7 @@ ERRORS = {
     404: ("DetailError", "No such resource"),
     405: ("DetailError", "The method is not allowed on this path"),
     409: ("DetailError", "The job is in a state that does not allow this"),
-    410: ("DetailError", "The media item has expired"),
+    410: ("DetailError", "The media item (or upload) has expired"),
     401: ("DetailError", "No API key, or one that is unknown, revoked or expired"),
     403: ("DetailError", "A write sent by another site's page (`Sec-Fetch-Site`, `Origin`)"),
     413: ("DetailError", "The body is too large"),

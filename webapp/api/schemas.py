@@ -230,6 +230,36 @@ class MediaInfoSchema(_MediaUrls, ma.Schema):
     expires_at = UTCDateTime(allow_none=True)
 
 
+class UploadSchema(ma.Schema):
+    """An uploaded picture."""
+
+    id = fields.String(required=True)
+    url = fields.Method(
+        "get_url",
+        required=True,
+        metadata={"description": "Absolute download URL (signed with accounts on)"},
+    )
+    mime_type = fields.String(
+        required=True, metadata={"enum": ["image/png", "image/jpeg", "image/webp"]}
+    )
+    width = fields.Integer(required=True, metadata={"description": "Upright, after EXIF rotation"})
+    height = fields.Integer(required=True)
+    file_size_bytes = fields.Integer(
+        required=True, metadata={"description": "Of the stored copy (metadata stripped)"}
+    )
+    sha256 = fields.String(
+        required=True,
+        metadata={"description": "Of the bytes sent: the same bytes give the same upload"},
+    )
+    expires_at = UTCDateTime(
+        required=True, metadata={"description": "When it is removed unless a job uses it"}
+    )
+
+    def get_url(self, upload: Any) -> str:
+        """Absolute download URL (signed with accounts on)."""
+        return urls.upload_url(upload.id)
+
+
 class ParamSchema(ma.Schema):
     """One parameter of a model."""
 
