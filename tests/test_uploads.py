@@ -144,6 +144,18 @@ def test_download_supports_etag_and_range(client: FlaskClient) -> None:
     assert part.data == first.data[:10]
 
 
+def test_a_jpeg_with_several_pictures_keeps_the_first(app: Flask, client: FlaskClient) -> None:
+    buffer = io.BytesIO()
+    first, second = Image.new("RGB", (20, 10), "red"), Image.new("RGB", (20, 10), "blue")
+    first.save(buffer, "MPO", save_all=True, append_images=[second])  # as phones write them
+    body = upload(client, buffer.getvalue()).get_json()
+    assert body["mime_type"] == "image/jpeg"
+    with Image.open(stored_file(app, body["id"])) as stored:
+        assert stored.format == "JPEG"
+        red, _, blue = stored.convert("RGB").getpixel((5, 5))
+        assert red > 200 and blue < 50
+
+
 def test_a_palette_png_keeps_its_transparent_colour(app: Flask, client: FlaskClient) -> None:
     image = Image.new("P", (8, 8), 1)
     image.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)

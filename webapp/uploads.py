@@ -5,7 +5,8 @@ by its name or Content-Type. Its size in pixels is read from the header and chec
 any pixel is decoded, so a decompression bomb costs nothing. The stored copy is re-encoded
 in the same format with the EXIF orientation applied and every piece of metadata dropped
 (EXIF with GPS, XMP, text chunks, comments) except the ICC colour profile, which says how
-to read the colours and names no person or place. Animated files keep their first frame.
+to read the colours and names no person or place. Animated files (and JPEGs holding
+several pictures) keep their first one.
 
 Identical bytes from the same owner are one upload (looked up by sha256 of the bytes sent).
 An upload lives for `UPLOAD_LIFETIME`; `sweep_expired` removes it after that.
@@ -110,7 +111,8 @@ def clean_picture(data: bytes, max_pixels: int) -> CleanPicture:
             )
         if pixels == 0:
             raise _refused("image_invalid", "The picture has no pixels")
-        pil_format = str(image.format)
+        # Pillow opens a JPEG holding several pictures (many phones' photos) as "MPO".
+        pil_format = "JPEG" if image.format == "MPO" else str(image.format)
         icc_profile = image.info.get("icc_profile")
         try:
             image.load()
