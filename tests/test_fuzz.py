@@ -12,12 +12,14 @@ media downloads and requests over a rate limit.
 Every schemathesis check runs, and stateful sequences follow the document's links. Where a
 check assumes what this API does not promise, a variant says why and checks the rest:
 `CONFIG` (410 for expired media), `accepts_valid_jobs` and `rejects_invalid_jobs` (rules of a
-job that JSON Schema cannot state) and `freed_resources_are_gone` (DELETE on a job cancels).
+job that JSON Schema cannot state), `accepts_valid_uploads` (any bytes fit the upload's
+schema; only a picture is accepted) and `freed_resources_are_gone` (DELETE on a job cancels).
 """
 
 from __future__ import annotations
 
 import atexit
+import io
 import shutil
 import socket
 import tempfile
@@ -33,6 +35,7 @@ import schemathesis
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import strategies as st
+from PIL import Image
 from schemathesis.openapi.checks import UseAfterFree
 from schemathesis.specs.openapi.checks import (
     negative_data_rejection,
@@ -81,7 +84,7 @@ atexit.register(shutil.rmtree, _FOLDER, ignore_errors=True)
 APP: Flask = create_app({**TEST_CONFIG, "INSTANCE_PATH": _FOLDER})
 schema = schemathesis.openapi.from_wsgi(f"{API}/openapi.json", APP, config=CONFIG)
 
-REAL_IDS: dict[str, dict[str, str]] = {"job_id": {}, "media_id": {}}
+REAL_IDS: dict[str, dict[str, str]] = {"job_id": {}, "media_id": {}, "upload_id": {}}
 """Seeded ids by path parameter, then by what they are (`done`, `pending`, `expired`, ...)."""
 DELETABLE = {"spare", "spare2"}
 """Media seeded to be deleted; the others stay for the operations that read them."""
@@ -169,6 +172,23 @@ def _seed(client: FlaskClient) -> None:
     )
     REAL_IDS["media_id"].update(png=png, png2=png2, expired=expired, spare=spare, spare2=spare2)
 
+    def upload(size: tuple[int, int]) -> str:
+        sent = {"file": (io.BytesIO(picture(size)), "picture.png")}
+        answer = client.post(f"{API}/uploads", data=sent, content_type="multipart/form-data")
+        assert answer.status_code == 201, answer.get_json()
+        return answer.get_json()["id"]
+
+    REAL_IDS["upload_id"].update(
+        upload=upload((8, 8)), spare=upload((9, 9)), spare2=upload((10, 10))
+    )
+
+
+def picture(size: tuple[int, int]) -> bytes:
+    """A small real PNG."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, "teal").save(buffer, "PNG")
+    return buffer.getvalue()
+
 
 # -- explicit cases (they run first, while every seeded id is as seeded) --------------------
 
@@ -206,6 +226,21 @@ def test_real_media_ids_answer_as_documented(operation: Any, kind: str) -> None:
     response = case.call_and_validate()
     expected = 410 if kind == "expired" else 204 if kind in DELETABLE else 200
     assert response.status_code == expected, response.text
+
+
+@pytest.mark.parametrize(("operation", "kind"), _cases("upload_id", ["upload"], ["spare"]))
+def test_real_upload_ids_answer_as_documented(operation: Any, kind: str) -> None:
+    case = operation.Case(path_parameters={"upload_id": REAL_IDS["upload_id"][kind]})
+    response = case.call_and_validate()
+    assert response.status_code == (204 if kind in DELETABLE else 200), response.text
+
+
+def test_a_real_upload_answers_as_documented() -> None:
+    operation = schema[f"{API}/uploads"]["POST"]
+    case = operation.Case(body={"file": picture((12, 7))}, media_type="multipart/form-data")
+    response = case.call_and_validate()
+    assert response.status_code == 201, response.text
+    assert (response.json()["width"], response.json()["height"]) == (12, 7)
 
 
 @pytest.mark.parametrize("suffix", ["", "/thumbnail"])
@@ -295,6 +330,23 @@ def accepts_valid_jobs(ctx: Any, response: Any, case: Any) -> bool | None:
     return positive_data_acceptance(ctx, response, case)
 
 
+NOT_A_PICTURE = frozenset({"file_empty", "image_type", "image_invalid", "image_too_large"})
+
+
+def accepts_valid_uploads(ctx: Any, response: Any, case: Any) -> bool | None:
+    """`positive_data_acceptance` for uploads, where the schema says "bytes" and the API
+    wants a picture: a 422 saying the bytes are no picture is right; anything else is judged
+    as in the built-in check."""
+    positive = case.meta is not None and case.meta.generation.mode.is_positive
+    if (
+        positive
+        and response.status_code == 422
+        and all(item["type"] in NOT_A_PICTURE for item in response.json()["detail"])
+    ):
+        return None
+    return positive_data_acceptance(ctx, response, case)
+
+
 # The document's JobCreate schema, to judge bodies the way a JSON Schema validator would.
 _JOB_CREATE = jsonschema_rs.validator_for(
     {**schema.raw_schema, "$ref": "#/components/schemas/JobCreate"}
@@ -344,11 +396,15 @@ def freed_resources_are_gone(ctx: Any, response: Any, case: Any) -> bool | None:
 
 
 def _checks_for(case: Any) -> dict[str, Any]:
-    """Every check; for job submission, the variants above in place of the built-in ones."""
+    """Every check; for job submission and uploads, the variants above in place of the
+    built-in ones."""
     excluded, additional = [use_after_free], [freed_resources_are_gone]
     if case.operation.label == f"POST {API}/jobs/generate":
         excluded += [positive_data_acceptance, negative_data_rejection]
         additional += [accepts_valid_jobs, rejects_invalid_jobs]
+    elif case.operation.label == f"POST {API}/uploads":
+        excluded += [positive_data_acceptance]
+        additional += [accepts_valid_uploads]
     return {"excluded_checks": excluded, "additional_checks": additional}
 
 
