@@ -182,6 +182,63 @@ def test_an_upload_over_the_ordinary_body_limit_is_taken(app: Flask, client: Fla
     assert "1048576" in big.get_json()["detail"]
 
 
+def test_a_chunked_upload_is_held_to_the_uploads_limit(app: Flask) -> None:
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    def send_chunked(data: bytes) -> tuple[str, bytes]:
+        builder = EnvironBuilder(
+            path=f"{API}/uploads", method="POST", data={"file": (io.BytesIO(data), "p.png")}
+        )
+        environ = builder.get_environ()
+        del environ["CONTENT_LENGTH"]  # as a chunked body arrives: no length up front
+        environ["HTTP_TRANSFER_ENCODING"] = "chunked"
+        body, status, _ = run_wsgi_app(app, environ, buffered=True)
+        return status, b"".join(body)
+
+    sent = noise_png(700)
+    assert len(sent) > app.config["MAX_CONTENT_LENGTH"]
+    status, _ = send_chunked(sent)
+    assert status.startswith("201")
+    app.config["MAX_UPLOAD_BYTES"] = 1_200_000  # with the framing's 64 KB: less than sent
+    status, body = send_chunked(sent)
+    assert status.startswith("413")
+    assert b"limit of 1265536 bytes" in body
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode"),
+    [("PNG", "L"), ("PNG", "LA"), ("PNG", "I;16"), ("PNG", "1"), ("JPEG", "L"), ("JPEG", "CMYK")],
+)
+def test_other_picture_modes_are_kept(app: Flask, client: FlaskClient, fmt: str, mode: str) -> None:
+    response = upload(client, picture(fmt, (20, 10), mode))
+    assert response.status_code == 201, response.get_json()
+    with Image.open(stored_file(app, response.get_json()["id"])) as stored:
+        assert stored.size == (20, 10)
+        assert stored.format == fmt
+        stored.load()
+
+
+def test_the_migration_adds_and_removes_the_uploads_table(app: Flask) -> None:
+    import sqlite3
+
+    from flask_migrate import downgrade, upgrade
+
+    from webapp.database import MIGRATIONS
+
+    def tables() -> set[str]:
+        with sqlite3.connect(Path(app.instance_path) / "darkroom.db") as conn:
+            rows = conn.execute("select name from sqlite_master where type in ('table', 'trigger')")
+            return {r[0] for r in rows}
+
+    db.session.remove()
+    before = tables()
+    downgrade(directory=str(MIGRATIONS), revision="0007")
+    assert "uploads" not in tables()
+    assert before - tables() == {"uploads"}  # the triggers on jobs are untouched
+    upgrade(directory=str(MIGRATIONS))
+    assert tables() == before
+
+
 # -- orientation and metadata -------------------------------------------------------------
 
 
