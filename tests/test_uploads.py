@@ -399,6 +399,16 @@ def test_a_full_disk_pauses_uploads(monkeypatch: pytest.MonkeyPatch, client: Fla
     assert response.status_code == 503
     assert response.headers["Retry-After"]
     assert response.get_json()["detail"].startswith("Uploads are paused")
+    monkeypatch.undo()
+
+    def failing_disk(*_: Any) -> None:
+        raise media.StorageUnwritable(OSError(28, "No space left on device"))
+
+    monkeypatch.setattr(uploads, "write_atomically", failing_disk)
+    response = upload(client, picture())
+    assert response.status_code == 503
+    assert "No space left on device" in response.get_json()["detail"]
+    assert db.session.query(Upload).count() == 0
 
 
 # -- the same bytes twice -------------------------------------------------------------------

@@ -33,6 +33,7 @@ from webapp.media import (
     FORMATS,
     UPLOADS_FOLDER,
     StorageUnavailable,
+    StorageUnwritable,
     remove_files,
     storage_problem,
     write_atomically,
@@ -96,7 +97,7 @@ def clean_picture(data: bytes, max_pixels: int) -> CleanPicture:
         raise _refused("file_empty", "The file is empty")
     try:
         image = Image.open(io.BytesIO(data), formats=list(ACCEPTED))
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _refused("image_too_large", f"The picture has too many pixels: {exc}") from exc
     except Exception as exc:  # Pillow raises many kinds for bytes it cannot read
         raise _refused("image_type", "The file should be a PNG, JPEG or WebP picture") from exc
@@ -161,8 +162,11 @@ def _same_bytes(owner_id: str | None, sha256: str) -> Upload | None:
 def _renewed(owner_id: str | None, sha256: str, now: datetime) -> Upload | None:
     """The owner's upload of these bytes with its lifetime started afresh, if there is one.
 
-    In a write transaction, so the expiry sweep either removed it first or sees it renewed.
+    Renewed in a write transaction, so the expiry sweep either removed it first or sees it
+    renewed.
     """
+    if _same_bytes(owner_id, sha256) is None:  # the usual case: no write transaction
+        return None
     with write_transaction():
         found = _same_bytes(owner_id, sha256)
         if found is not None and found.expires_at < now + UPLOAD_LIFETIME:
@@ -185,7 +189,10 @@ def create_upload(data: bytes, owner_id: str | None) -> Upload:
         raise StorageUnavailable(problem)
     upload_id = new_id()
     path = f"{UPLOADS_FOLDER}/{upload_id}{picture.file_extension}"
-    write_atomically(path, picture.data)
+    try:
+        write_atomically(path, picture.data)
+    except StorageUnwritable as exc:  # a disk that just failed: as when the check sees it
+        raise StorageUnavailable(str(exc)) from exc
     now = now_utc()
     try:
         with write_transaction():
