@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import re
 import secrets
@@ -25,6 +26,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
+from PIL import Image
 
 from tests.procs import API, PROJECT_ROOT, TERMINAL, VENV_BIN, Stack, running_stack
 from tests.webhook_receiver import Receiver
@@ -70,13 +72,17 @@ PROTECTED = (
     Endpoint("GET", "/media/{media_id}/thumbnail", "read", 200),
     Endpoint("GET", "/media/{media_id}/info", "read", 200),
     Endpoint("DELETE", "/media/{media_id}", "delete", 204),
+    Endpoint("POST", "/uploads", "generate", 201),
+    Endpoint("GET", "/uploads/{upload_id}", "read", 200),
+    Endpoint("GET", "/uploads/{upload_id}/info", "read", 200),
+    Endpoint("DELETE", "/uploads/{upload_id}", "delete", 204),
     Endpoint("GET", "/models", "read", 200),
 )
 """Every operation of the API that needs a key."""
 
 OPEN_PATHS = ("/health", "/health/live", "/health/ready", "/openapi.json", "/docs")
 DOCUMENTED_OPEN = ("/health", "/health/live", "/health/ready")  # the others are the document
-SIGNED_DOWNLOADS = ("/media/{media_id}", "/media/{media_id}/thumbnail")
+SIGNED_DOWNLOADS = ("/media/{media_id}", "/media/{media_id}/thumbnail", "/uploads/{upload_id}")
 
 
 # -- HTTP --------------------------------------------------------------------------------
@@ -110,6 +116,21 @@ def submit(
     """Submit a job (with a key, if given); its id."""
     body = {"prompt": prompt, "parameters": parameters, **extra}
     response = call(stack, "POST", "/jobs/generate", key, json=body)
+    assert response.status_code == 201, (response.status_code, response.text)
+    return str(response.json()["id"])
+
+
+def picture(side: int = 16) -> bytes:
+    """A small real PNG to upload (each side gives other bytes, so another upload)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (side, side), "navy").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def upload(stack: Stack, key: str | None, side: int = 16) -> str:
+    """Upload a picture with a key; its id."""
+    files = {"file": ("picture.png", picture(side))}
+    response = call(stack, "POST", "/uploads", key, files=files)
     assert response.status_code == 201, (response.status_code, response.text)
     return str(response.json()["id"])
 
@@ -292,6 +313,7 @@ class Site:
     revoked: subprocess.CompletedProcess[str]
     job_id: str
     media_ids: list[str]
+    upload_id: str
 
     def delivered(self, job_id: str) -> None:
         """Wait until the job's webhook event is delivered (so it may be sent again)."""
@@ -356,7 +378,14 @@ def site(tmp_path_factory: pytest.TempPathFactory, hook: Receiver) -> Iterator[S
         )
         body = finished(stack, keys["alice"], job_id)
         made = Site(
-            stack, hook, keys, key_outputs, revoked, job_id, [m["id"] for m in body["media"]]
+            stack,
+            hook,
+            keys,
+            key_outputs,
+            revoked,
+            job_id,
+            [m["id"] for m in body["media"]],
+            upload(stack, keys["alice"]),
         )
         made.delivered(job_id)
         yield made
@@ -369,6 +398,7 @@ class Targets:
 
     site: Site
     active: list[str] = field(default_factory=list)
+    uploads: int = 16  # the side of the next fresh upload's picture
 
     def ids(self, endpoint: Endpoint) -> dict[str, str]:
         site, alice = self.site, self.site.keys["alice"]
@@ -379,9 +409,12 @@ class Targets:
         if endpoint.method == "DELETE" and "{media_id}" in endpoint.path:
             body = finished(site.stack, alice, submit(site.stack, alice, "a picture to delete"))
             return {"media_id": body["media"][0]["id"]}
+        if endpoint.method == "DELETE" and "{upload_id}" in endpoint.path:
+            self.uploads += 1
+            return {"upload_id": upload(site.stack, alice, self.uploads)}
         if endpoint.path.endswith("/redeliver"):
             site.delivered(site.job_id)  # a delivery on its way cannot be sent again (409)
-        return {"job_id": site.job_id, "media_id": site.media_ids[0]}
+        return {"job_id": site.job_id, "media_id": site.media_ids[0], "upload_id": site.upload_id}
 
     def cancel_leftovers(self) -> None:
         for job_id in self.active:
@@ -398,6 +431,8 @@ def targets(site: Site) -> Iterator[Targets]:
 def request_body(endpoint: Endpoint) -> dict[str, Any]:
     if endpoint.path == "/jobs/generate":
         return {"json": {"prompt": "a lighthouse at dusk", "parameters": SMALL}}
+    if endpoint.path == "/uploads":
+        return {"files": {"file": ("picture.png", picture(12))}}
     return {}
 
 
@@ -406,11 +441,15 @@ def effect(site: Site, endpoint: Endpoint, ids: dict[str, str]) -> Any:
     rows = site.stack.db_rows
     if endpoint.path == "/jobs/generate":
         return rows("SELECT count(*) FROM jobs")
+    if endpoint.path == "/uploads":
+        return rows("SELECT count(*) FROM uploads")
     if endpoint.path.endswith("/redeliver"):
         sql = "SELECT status, attempt_count FROM webhook_events WHERE job_id = ?"
         return rows(sql, ids["job_id"])
     if endpoint.method == "DELETE" and "{job_id}" in endpoint.path:
         return rows("SELECT status = 'cancelled' FROM jobs WHERE id = ?", ids["job_id"])
+    if endpoint.method == "DELETE" and "{upload_id}" in endpoint.path:
+        return rows("SELECT count(*) FROM uploads WHERE id = ?", ids["upload_id"])
     if endpoint.method == "DELETE":
         return rows("SELECT count(*) FROM media WHERE id = ?", ids["media_id"])
     return None
@@ -493,7 +532,11 @@ def test_another_users_id_answers_exactly_like_a_missing_one(
     before = effect(site, endpoint, ids)
     bob = site.keys["bob"]
     theirs = call(site.stack, endpoint.method, endpoint.path.format(**ids), bob)
-    missing_ids = {"job_id": str(uuid.uuid4()), "media_id": str(uuid.uuid4())}
+    missing_ids = {
+        "job_id": str(uuid.uuid4()),
+        "media_id": str(uuid.uuid4()),
+        "upload_id": str(uuid.uuid4()),
+    }
     missing = call(site.stack, endpoint.method, endpoint.path.format(**missing_ids), bob)
     assert theirs.status_code == missing.status_code == 404, (theirs.text, missing.text)
     assert without_request_id(theirs.json()) == without_request_id(missing.json())
@@ -520,7 +563,7 @@ def test_the_owner_and_an_admin_key_get_through(
     if endpoint.method == "DELETE" and "{job_id}" in endpoint.path:
         assert effect(site, endpoint, ids) == [(1,)], "the job was cancelled"
     elif endpoint.method == "DELETE":
-        assert effect(site, endpoint, ids) == [(0,)], "the media item is gone"
+        assert effect(site, endpoint, ids) == [(0,)], "the media item (or upload) is gone"
     elif endpoint.path == "/jobs":
         assert site.job_id in listed(site.stack, key)[0]
 
