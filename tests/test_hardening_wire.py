@@ -7,6 +7,7 @@ should and leaves one INFO line in the log, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -110,6 +111,35 @@ def test_a_small_chunked_job_is_taken_whole(stack: Stack) -> None:
         stack, request_head("/api/v1/jobs/generate", JSON_CHUNKED) + chunked(body, size=7)
     )
     assert status_of(answer) == 201, answer[:300]
+
+
+def multipart_picture(side: int) -> tuple[bytes, str]:
+    """A multipart body holding a PNG that does not compress (about 3 bytes a pixel)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    noise = Image.frombytes("RGB", (side, side), os.urandom(side * side * 3))
+    noise.save(buffer, "PNG", compress_level=0)
+    boundary = "darkroom-wire-test"
+    body = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="file"; filename="noise.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
+    body += buffer.getvalue() + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_an_upload_may_be_larger_than_other_bodies_sized_or_chunked(stack: Stack) -> None:
+    body, content_type = multipart_picture(700)  # about 1.5 MB: over every other limit
+    assert len(body) > LIMIT
+    sized = {"Content-Type": content_type, "Content-Length": str(len(body))}
+    answer = exchange(stack, request_head("/api/v1/uploads", sized) + body)
+    assert status_of(answer) == 201, answer[:300]
+    again = {"Content-Type": content_type, "Transfer-Encoding": "chunked"}
+    answer = exchange(stack, request_head("/api/v1/uploads", again) + chunked(body))
+    assert status_of(answer) == 201, answer[:300]
+    assert b'"image/png"' in answer  # the same bytes: the same upload, answered again
 
 
 @pytest.mark.parametrize(
