@@ -123,8 +123,12 @@ def clean_picture(data: bytes, max_pixels: int) -> CleanPicture:
                 "image_invalid", "The picture is truncated or damaged and cannot be read"
             ) from exc
     mime_type, extension = ACCEPTED[pil_format]
+    try:
+        data = _encode_bare(upright, pil_format, icc_profile)
+    except (OSError, ValueError) as exc:  # a mode or profile the encoder will not write
+        raise _refused("image_invalid", "The picture cannot be stored in its format") from exc
     return CleanPicture(
-        data=_encode_bare(upright, pil_format, icc_profile),
+        data=data,
         mime_type=mime_type,
         file_extension=extension,
         width=upright.width,
