@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idle-stacks", type=int, default=5, help="stacks left idle (samples)")
     p.add_argument("--latency-samples", type=int, default=16, help="idle-queue samples")
     p.add_argument("--tool", choices=("auto", "wrk", "python"), default="auto")
-    p.add_argument("--budget", type=float, default=585, help="seconds before phases are skipped")
+    p.add_argument("--budget", type=float, default=600, help="seconds before phases are skipped")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
     p.add_argument("--results", type=Path, help="also write the raw results here (JSON)")
