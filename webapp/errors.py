@@ -59,6 +59,27 @@ def _page_or_json(status: int, detail: str) -> Response | tuple[str, int]:
     return render_template("error.html", status=status, detail=detail), status
 
 
+DOMAIN_ERRORS: dict[type[Exception], tuple[int, str | None]] = {
+    JobNotFound: (404, "Job not found"),
+    JobNotCancellable: (409, None),  # its own message names the state
+    NoWebhook: (409, "Job has no webhook_url or has not finished yet"),
+    DeliveryInProgress: (409, "A delivery of this event is already waiting or running"),
+    MediaNotFound: (404, "Media not found"),
+    MediaExpired: (410, "Media has expired"),
+    UploadNotFound: (404, "Upload not found"),
+    UploadExpired: (410, "Upload has expired"),
+    UploadTooLarge: (413, None),
+}
+"""Domain exceptions and their answers: (status, detail; None: the exception's message)."""
+
+
+def _domain_handler(status: int, detail: str | None) -> Any:
+    def handle(exc: Exception) -> Any:
+        return _page_or_json(status, detail if detail is not None else str(exc))
+
+    return handle
+
+
 def register_errors(app: Flask) -> None:
     """Install the handlers (after flask-smorest's, so ours win) and the request-id hooks."""
 
@@ -80,41 +101,8 @@ def register_errors(app: Flask) -> None:
     def not_json(exc: BodyNotJson) -> Response:
         return json_error(400, {"detail": f"Request body is not valid JSON: {exc}"})
 
-    @app.errorhandler(JobNotFound)
-    def job_not_found(exc: JobNotFound) -> Any:
-        return _page_or_json(404, "Job not found")
-
-    @app.errorhandler(JobNotCancellable)
-    def not_cancellable(exc: JobNotCancellable) -> Any:
-        return _page_or_json(409, str(exc))
-
-    @app.errorhandler(NoWebhook)
-    def no_webhook(exc: NoWebhook) -> Any:
-        return _page_or_json(409, "Job has no webhook_url or has not finished yet")
-
-    @app.errorhandler(DeliveryInProgress)
-    def delivery_in_progress(exc: DeliveryInProgress) -> Any:
-        return _page_or_json(409, "A delivery of this event is already waiting or running")
-
-    @app.errorhandler(MediaNotFound)
-    def media_not_found(exc: MediaNotFound) -> Any:
-        return _page_or_json(404, "Media not found")
-
-    @app.errorhandler(MediaExpired)
-    def media_expired(exc: MediaExpired) -> Any:
-        return _page_or_json(410, "Media has expired")
-
-    @app.errorhandler(UploadNotFound)
-    def upload_not_found(exc: UploadNotFound) -> Any:
-        return _page_or_json(404, "Upload not found")
-
-    @app.errorhandler(UploadExpired)
-    def upload_expired(exc: UploadExpired) -> Any:
-        return _page_or_json(410, "Upload has expired")
-
-    @app.errorhandler(UploadTooLarge)
-    def upload_too_large(exc: UploadTooLarge) -> Any:
-        return _page_or_json(413, str(exc))
+    for error, (status, detail) in DOMAIN_ERRORS.items():
+        app.register_error_handler(error, _domain_handler(status, detail))
 
     @app.errorhandler(StorageUnavailable)
     def storage_unavailable(exc: StorageUnavailable) -> Any:
