@@ -22,7 +22,7 @@ import requests
 from bench import prepare
 from bench.harness import ROOT, SETTLE_SECONDS, Bench, log, status_paths
 from bench.load import Spec
-from tests.procs import VENV_BIN, Stack
+from tests.procs import Stack
 
 USER = "bench"
 PASSWORD = "bench password, loopback only"  # a throwaway instance in the temporary folder
@@ -46,15 +46,7 @@ def rounds(bench: Bench) -> int:
 
 def flask(stack: Stack, *args: str, stdin: str | None = None) -> str:
     """Run `flask --app wsgi ARGS` with the stack's environment; its standard output."""
-    done = subprocess.run(
-        [str(VENV_BIN / "flask"), "--app", "wsgi", *args],
-        cwd=ROOT,
-        env=stack.env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = stack.flask(*args, stdin=stdin or "", timeout=60)
     if done.returncode:
         raise RuntimeError(f"flask {' '.join(args)} exited {done.returncode}: {done.stderr}")
     return done.stdout

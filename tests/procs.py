@@ -185,6 +185,21 @@ class Stack:
             self.wait_live(timeout)
         return self.web
 
+    def flask(
+        self, *args: str, stdin: str = "", timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """`flask --app wsgi ARGS` from the project root with this stack's settings, as an
+        operator runs the headless commands (`users`, `keys`) beside the service."""
+        return subprocess.run(
+            [str(VENV_BIN / "flask"), "--app", "wsgi", *args],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
     def start_worker(self) -> subprocess.Popen[bytes]:
         """Start a worker process (the previous one, if any, is left alone)."""
         self.worker = self._start("worker")

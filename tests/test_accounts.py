@@ -524,3 +524,21 @@ def test_a_share_link_does_not_tell_whether_another_jobs_picture_expired(
         other.purged_at = now_utc()
     assert client.get(f"/s/{link.id}/media/{other.id}").status_code == 404
     assert client.get(f"/s/{link.id}/media/{shared.media[0].id}").status_code == 200  # type: ignore[union-attr]
+
+
+def test_signing_in_starts_a_fresh_session(app: Flask, alice: User) -> None:
+    """Nothing a session held before sign-in (a planted value, its CSRF token) survives it:
+    a cookie someone set in a visitor's browser cannot become their signed-in session."""
+    client = app.test_client()
+    before = token(client, "/signin")
+    with client.session_transaction() as session:
+        session["planted"] = "by someone else"
+    answer = client.post(
+        "/signin", data={"csrf_token": before, "name": "alice", "password": PASSWORD}
+    )
+    assert answer.status_code == 303
+    with client.session_transaction() as session:
+        assert "planted" not in session
+        assert session[auth.SESSION_USER] == alice.id
+    after = token(client)
+    assert after != before

@@ -200,16 +200,8 @@ def with_query(url: str, **query: str) -> str:
 
 
 def flask(stack: Stack, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """`flask --app wsgi ...` from the project root, with the stack's settings."""
-    return subprocess.run(
-        [str(VENV_BIN / "flask"), "--app", "wsgi", *args],
-        cwd=PROJECT_ROOT,
-        env=stack.env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """`flask --app wsgi ...` with the stack's settings."""
+    return stack.flask(*args, stdin=stdin)
 
 
 def flask_ok(stack: Stack, *args: str, stdin: str = "") -> str:

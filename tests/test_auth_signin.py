@@ -8,7 +8,6 @@ another, is in tests/test_browser_accounts.py).
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.procs import PROJECT_ROOT, VENV_BIN, Stack, running_stack
+from tests.procs import Stack, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -25,15 +24,8 @@ pytestmark = pytest.mark.e2e
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("signin")
     with running_stack(Path(root), worker=False, env={"DARKROOM_AUTH": "on"}) as running:
-        subprocess.run(
-            [str(VENV_BIN / "flask"), "--app", "wsgi", "users", "create", "target"],
-            input="the right password\n",
-            text=True,
-            check=True,
-            cwd=PROJECT_ROOT,
-            env=running.env,
-            capture_output=True,
-        )
+        made = running.flask("users", "create", "target", stdin="the right password\n")
+        assert made.returncode == 0, made.stderr
         yield running
 
 
