@@ -307,11 +307,25 @@ def _is_semantic(error: dict[str, Any]) -> bool:
         # Which models this instance runs, where a webhook host resolves to (the SSRF guard),
         # and the size of `metadata` in bytes.
         kind in ("model_unknown", "url_not_allowed", "metadata_too_large")
+        # Whether a picture parameter names an upload or media item that exists, or holds a
+        # picture; and which pictures the chosen model takes.
+        or (loc[2:3] in (["image"], ["mask"]) and kind in PICTURE_PROBLEMS)
         # Keys of `parameters` beyond the guide's: only the chosen model can judge them.
         or (loc[:2] == ["body", "parameters"] and loc[2:3] != [] and loc[2] not in GENERATION)
         # JSON Schema's integers include 5.0, but the API wants integers written as such.
         or (kind == "int_type" and isinstance(error["input"], float) and error["input"] % 1 == 0)
     )
+
+
+NOT_A_PICTURE = frozenset({"file_empty", "image_type", "image_invalid", "image_too_large"})
+PICTURE_PROBLEMS = NOT_A_PICTURE | {
+    "input_invalid",
+    "input_not_found",
+    "input_expired",
+    "input_unsupported",
+    "mask_without_image",
+    "data_uri_invalid",
+}
 
 
 def accepts_valid_jobs(ctx: Any, response: Any, case: Any) -> bool | None:
@@ -328,9 +342,6 @@ def accepts_valid_jobs(ctx: Any, response: Any, case: Any) -> bool | None:
     ):
         return None
     return positive_data_acceptance(ctx, response, case)
-
-
-NOT_A_PICTURE = frozenset({"file_empty", "image_type", "image_invalid", "image_too_large"})
 
 
 def accepts_valid_uploads(ctx: Any, response: Any, case: Any) -> bool | None:

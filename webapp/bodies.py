@@ -14,13 +14,14 @@ sized or chunked; every other endpoint keeps the app's limit.
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from flask import Flask, abort, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from webapp.ratelimit import view_method
 
@@ -38,25 +39,58 @@ MULTIPART_ROOM = 64 * 1024
 """Bytes a multipart body may hold beyond its file: boundaries, part headers, a file name."""
 
 
-def larger_body(config_key: str) -> Callable[[F], F]:
+def larger_body(config_key: str, base64_copies: int = 0) -> Callable[[F], F]:
     """Let an API view method take a body of `config[config_key]` bytes plus the multipart
-    framing (never less than `MAX_CONTENT_LENGTH`)."""
+    framing, or, with `base64_copies`, a JSON body holding that many such files written in
+    base64 (data URIs) besides its usual `MAX_CONTENT_LENGTH`; never less than that."""
 
     def mark(fn: F) -> F:
-        setattr(fn, _LIMIT_MARK, config_key)
+        setattr(fn, _LIMIT_MARK, (config_key, base64_copies))
         return fn
 
     return mark
+
+
+class LargerThanBesidesPictures(RequestEntityTooLarge):
+    """A body over the ordinary limit once its data URIs are left out (its own message)."""
+
+
+def check_beyond_data_uris(body: bytes, limit: int, *paths: tuple[str, ...]) -> None:
+    """Hold a JSON body that `larger_body(..., base64_copies=...)` let in to `limit` once
+    the data URIs at `paths` are left out: only pictures may make it larger than an ordinary
+    body. 413 (RequestEntityTooLarge) otherwise, also for a large body that is not JSON."""
+    if len(body) <= limit:
+        return
+    too_large = LargerThanBesidesPictures(
+        f"Request body is larger than the limit of {limit} bytes (pictures sent as data URIs aside)"
+    )
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise too_large from None
+    pictures = 0
+    for path in paths:
+        value: Any = data
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, str) and value[:5].lower() == "data:":
+            pictures += len(value)
+    if len(body) - pictures > limit:
+        raise too_large
 
 
 def body_limit(app: Flask, endpoint: str | None, method: str) -> int | None:
     """The largest body this endpoint and method take."""
     default = app.config.get("MAX_CONTENT_LENGTH")
     view = app.view_functions.get(endpoint or "")
-    key = getattr(view_method(view, method), _LIMIT_MARK, None) if view else None
-    if key is None:
+    mark = getattr(view_method(view, method), _LIMIT_MARK, None) if view else None
+    if mark is None:
         return default
-    return max(int(app.config[key]) + MULTIPART_ROOM, int(default or 0))
+    key, copies = mark
+    size = int(app.config[key])
+    if copies:
+        return int(default or 0) + copies * ((size + 2) // 3 * 4 + 64)
+    return max(size + MULTIPART_ROOM, int(default or 0))
 
 
 def _endpoint_of(app: Flask, environ: dict[str, Any]) -> str | None:

@@ -17,6 +17,7 @@ from werkzeug.exceptions import (
 
 from webapp.accounts import QuotaUsed
 from webapp.auth import retry_after_midnight
+from webapp.bodies import LargerThanBesidesPictures
 from webapp.jobs import JobNotCancellable, JobNotFound
 from webapp.media import MediaExpired, MediaNotFound, StorageUnavailable
 from webapp.uploads import UploadExpired, UploadNotFound, UploadTooLarge
@@ -121,7 +122,7 @@ def register_errors(app: Flask) -> None:
             return server_error(exc)
         status = exc.code or 500
         detail = exc.description or exc.name
-        if status == 413:
+        if status == 413 and not isinstance(exc, LargerThanBesidesPictures):
             limit = request.max_content_length  # this endpoint's (see `webapp.bodies`)
             detail = f"Request body is larger than the limit of {limit} bytes"
         elif status == 404 and wants_json():

@@ -22,6 +22,7 @@ from sqlalchemy import RowMapping, Select, Table, bindparam, delete, func, selec
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
 
+from webapp import inputs
 from webapp.accounts import take_quota
 from webapp.database import rows_changed, single_read, write_transaction
 from webapp.extensions import db
@@ -30,7 +31,7 @@ from webapp.media import StorageUnavailable, remove_files, storage_problem
 from webapp.models import ACTIVE_STATUSES, Job, JobStatus, Media, now_utc
 from webapp.providers import available_models, default_model_id
 from webapp.providers.base import MAX_SEED
-from webapp.providers.mapping import resolve_parameters
+from webapp.providers.mapping import SIZE_KEYS, resolve_parameters
 from webapp.queue import enqueue_job, enqueue_upstream_cancel
 from webapp.signals import announce_finished
 from webapp.validation import JobCreate, check_model_parameters, check_webhook_url, invalid
@@ -144,13 +145,20 @@ def submit_job(
     check_model_parameters(spec, request.parameters)
     check_webhook_url(request.webhook_url)
     requested = request.requested_parameters()
+    inputs.check_inputs(spec, requested)
     if "seed" not in requested and spec.param("seed") is not None:
         # Recorded with the request, so anyone can reproduce the picture later.
         requested["seed"] = secrets.randbelow(MAX_SEED + 1)
-    resolved, warnings = resolve_parameters(spec, requested)
     problem = storage_problem()
     if problem:  # a job accepted now could only fail: its pictures would have nowhere to go
         raise StorageUnavailable(problem)
+    chosen = inputs.choose_inputs(requested, owner_id)
+    sized = dict(requested)
+    for role, upload in chosen.items():
+        requested[role] = sized[role] = upload.id  # a data URI is kept as its upload
+    if "image" in chosen and not any(k in requested for k in SIZE_KEYS):
+        sized.update(inputs.size_from_image(spec, chosen["image"]))
+    resolved, warnings = resolve_parameters(spec, sized)
     now = now_utc()
     job = Job(
         id=str(uuid.uuid4()),
@@ -179,6 +187,7 @@ def submit_job(
                 if owner_id is not None:
                     take_quota(owner_id, now)  # the owner's daily count, with the job
                 db.session.connection().execute(_INSERT_JOB, row)
+                inputs.record_inputs(job.id, chosen, now)
             break
         except IntegrityError:
             if attempt == 2 or owner_id is None:
@@ -320,7 +329,11 @@ def cancel_job(job_id: str, owner: str | None = None) -> Job:
 
 
 def delete_job(job_id: str, owner: str | None = None) -> None:
-    """Delete a job with its media rows and files; a running job is cancelled first."""
+    """Delete a job with its media rows and files; a running job is cancelled first.
+
+    Its input pictures go too, unless another job uses them or they were sent less than a
+    day ago (then they live out the day an unused upload has).
+    """
     with contextlib.suppress(JobNotCancellable):
         cancel_job(job_id, owner)
     with write_transaction():
@@ -328,6 +341,7 @@ def delete_job(job_id: str, owner: str | None = None) -> None:
         if job is None:
             raise JobNotFound(job_id)
         paths = [p for m in job.media for p in (m.storage_path, m.thumbnail_path)]
+        paths += inputs.release_inputs(job_id, now_utc())
         db.session.execute(delete(Media).where(Media.job_id == job_id))
         db.session.delete(job)
     # Files go after the commit: a failed commit must not leave rows without their files.

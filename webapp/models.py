@@ -259,6 +259,24 @@ class Upload(Model):
         return self.expires_at <= (now or now_utc())
 
 
+NEVER = datetime(9999, 1, 1, tzinfo=UTC)
+"""The expiry of an upload kept as long as a job that uses it (retention switched off)."""
+
+
+class JobInput(Model):
+    """A picture a job takes as an input: which upload plays which role (`image`, `mask`).
+
+    The upload is not a foreign key: a user may delete it while a job still waits for it,
+    and that job then fails with a clear error instead of the delete being refused.
+    """
+
+    __tablename__ = "job_inputs"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16), primary_key=True)
+    upload_id: Mapped[str] = mapped_column(String(36), index=True)
+
+
 class WorkerBeat(Model):
     """A queue consumer process and when it last said it was alive."""
 

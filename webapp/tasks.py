@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from flask import Flask, has_app_context
 from huey import crontab
 
-from webapp import attempts, delivery, uploads, webhooks
+from webapp import attempts, delivery, inputs, uploads, webhooks
 from webapp.attempts import Claim
 from webapp.database import write_transaction
 from webapp.extensions import db, huey
@@ -130,9 +130,10 @@ def run_job(job_id: str) -> None:
         remember_provider_job_id=remember,
         provider_job_id=job.provider_job_id,
     )
-    db.session.commit()  # no transaction stays open while the provider works
     attempt = job.retry_count + 1
     try:
+        task.inputs = inputs.load_inputs(job_id)  # InputMissing if one was deleted meanwhile
+        db.session.commit()  # no transaction stays open while the provider works
         images = provider_for(spec).generate(task)
         # One line per provider run: an audit of what was paid for (the chaos test counts
         # them; more than one per job only after a crash or a retry).

@@ -10,8 +10,8 @@ several pictures) keep their first one.
 
 Identical bytes from the same owner are one upload (looked up by sha256 of the bytes sent).
 An upload lives for `UPLOAD_LIFETIME`; `sweep_expired` removes it after that.
-TODO (issue 14, point 2): a job that uses an upload extends its `expires_at` to the job's
-media retention, so an upload in use is never swept.
+A job that uses an upload extends its `expires_at` to the job's media retention
+(`webapp.inputs`), and the sweep never removes one a waiting or running job takes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import IO
 
 from flask import current_app
 from PIL import Image, ImageOps
-from sqlalchemy import delete, select
+from sqlalchemy import Exists, delete, select
 
 from webapp.database import write_transaction
 from webapp.extensions import db
@@ -38,7 +38,7 @@ from webapp.media import (
     storage_problem,
     write_atomically,
 )
-from webapp.models import Upload, new_id, now_utc
+from webapp.models import ACTIVE_STATUSES, Job, JobInput, Upload, new_id, now_utc
 from webapp.validation import RequestInvalid, error_item
 
 log = logging.getLogger(__name__)
@@ -253,13 +253,25 @@ def delete_upload(upload_id: str, owner: str | None = None) -> None:
     remove_files(path)  # after the commit: a failed commit keeps row and file together
 
 
+def _taken_by_active_job() -> Exists:
+    """A condition on `Upload`: a waiting or running job takes it as an input."""
+    return (
+        select(JobInput.upload_id)
+        .join(Job, Job.id == JobInput.job_id)
+        .where(JobInput.upload_id == Upload.id, Job.status.in_(ACTIVE_STATUSES))
+        .exists()
+    )
+
+
 def sweep_expired(now: datetime | None = None, batch: int = 500) -> int:
     """Remove the uploads whose time is up (rows, then files); returns how many."""
     now = now or now_utc()
     removed = 0
     while True:
         rows = db.session.execute(
-            select(Upload.id, Upload.storage_path).where(Upload.expires_at <= now).limit(batch)
+            select(Upload.id, Upload.storage_path)
+            .where(Upload.expires_at <= now, ~_taken_by_active_job())
+            .limit(batch)
         ).all()
         db.session.rollback()
         if not rows:
@@ -268,7 +280,11 @@ def sweep_expired(now: datetime | None = None, batch: int = 500) -> int:
             # Guarded again: one renewed since the read above stays.
             gone = db.session.scalars(
                 delete(Upload)
-                .where(Upload.id.in_([r.id for r in rows]), Upload.expires_at <= now)
+                .where(
+                    Upload.id.in_([r.id for r in rows]),
+                    Upload.expires_at <= now,
+                    ~_taken_by_active_job(),
+                )
                 .returning(Upload.id)
                 .execution_options(synchronize_session=False)
             ).all()

@@ -205,6 +205,25 @@ class GenerationParameters(BaseModel):
     output_format: Literal[OUTPUT_FORMATS] | None = None  # type: ignore[valid-type]
     output_quality: int | None = Field(None, ge=1, le=100)
     num_outputs: int | None = Field(None, ge=1, le=4)
+    image: str | None = Field(
+        None,
+        min_length=1,
+        description="A picture to start from: an upload id, the id of a media item of an "
+        "earlier job, or a `data:image/png|jpeg|webp;base64,...` URI (at most "
+        "`DARKROOM_MAX_UPLOAD_BYTES` decoded). Only for models that list `image` in `inputs`",
+    )
+    mask: str | None = Field(
+        None,
+        min_length=1,
+        description="Where the picture may change (white) and must stay (black), given like "
+        "`image`; scaled to the image when its size differs. Needs `image`",
+    )
+    prompt_strength: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="How far to move away from `image`: 0 keeps it, 1 ignores it (default 0.8)",
+    )
 
 
 class JobCreate(BaseModel):

@@ -30,6 +30,7 @@ from webapp.api.schemas import (
     job_status_body,
 )
 from webapp.auth import current_user_id, owner_filter, requires, user_filter
+from webapp.bodies import check_beyond_data_uris, larger_body
 from webapp.validation import JobListArgs, parse_job_create, parse_list_args
 
 blp = Blueprint("jobs", __name__, description="Submit generation jobs and follow them")
@@ -83,10 +84,14 @@ class JobGenerate(MethodView):
     )
     @errors(blp, 400, 413, 422, 503)
     @rate_limited(blp, "RATE_LIMIT_CREATE", "create")
+    @larger_body("MAX_UPLOAD_BYTES", base64_copies=2)  # an image and a mask as data URIs
     @requires("generate")
     def post(self) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Queue a generation job"""
-        body = parse_job_create(request.get_data())
+        data = request.get_data()
+        limit = int(current_app.config["MAX_CONTENT_LENGTH"])
+        check_beyond_data_uris(data, limit, ("parameters", "image"), ("parameters", "mask"))
+        body = parse_job_create(data)
         job = jobs.submit_job(body, client_ip=request.remote_addr, owner_id=current_user_id())
         status_url = urls.job_status_path(job.id)
         created = {

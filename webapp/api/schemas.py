@@ -9,10 +9,19 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields
 
-from webapp import urls
+from webapp import inputs, urls
 from webapp.auth import signed
 from webapp.jobs import JobStatusRead
-from webapp.models import DeliveryStatus, Job, JobStatus, Media, media_expired, now_utc, utc_text
+from webapp.models import (
+    NEVER,
+    DeliveryStatus,
+    Job,
+    JobStatus,
+    Media,
+    media_expired,
+    now_utc,
+    utc_text,
+)
 
 
 class UTCDateTime(fields.DateTime):
@@ -69,6 +78,26 @@ class MediaLinkSchema(ma.Schema):
         return signed(urls.media_path(media.id))
 
 
+INPUT_ITEM = {
+    "type": "object",
+    "required": ["role", "id", "url"],
+    "properties": {
+        "role": {"type": "string", "enum": list(inputs.ROLES)},
+        "id": {"type": "string", "description": "The upload's id"},
+        "url": {"type": "string", "description": "Absolute download URL (signed with accounts on)"},
+    },
+}
+"""One picture of a job's `inputs` (documented; built by `input_items`)."""
+
+
+def input_items(parameters: dict[str, Any]) -> list[dict[str, str]]:
+    """What the status body lists of a job's input pictures."""
+    return [
+        {"role": role, "id": upload_id, "url": urls.upload_url(upload_id)}
+        for role, upload_id in inputs.input_items(parameters)
+    ]
+
+
 class JobSchema(ma.Schema):
     """A job's full status."""
 
@@ -96,7 +125,20 @@ class JobSchema(ma.Schema):
         allow_none=True,
         metadata={"description": "null until the job has outputs"},
     )
+    inputs = fields.Method(
+        "get_inputs",
+        required=True,
+        metadata={
+            "type": "array",
+            "items": INPUT_ITEM,
+            "description": "The pictures the job takes (image, then mask); empty for none",
+        },
+    )
     progress = fields.Float(required=True)
+
+    def get_inputs(self, job: Job) -> list[dict[str, str]]:
+        """The job's input pictures."""
+        return input_items(job.parameters)
 
 
 # -- the status body, built from the rows without marshmallow ----------------------------
@@ -168,6 +210,7 @@ def job_status_body(read: JobStatusRead) -> dict[str, Any]:
         if started is None or completed is None
         else round((completed - started).total_seconds(), 3),
         "media": media or None,
+        "inputs": input_items(job["parameters"]),
     }
     return {key: stored[key] if key in stored else derived[key] for key, _, _ in _JOB_PLAN}
 
@@ -251,13 +294,26 @@ class UploadSchema(ma.Schema):
         required=True,
         metadata={"description": "Of the bytes sent: the same bytes give the same upload"},
     )
-    expires_at = UTCDateTime(
-        required=True, metadata={"description": "When it is removed unless a job uses it"}
+    expires_at = fields.Method(
+        "get_expires_at",
+        required=True,
+        allow_none=True,
+        metadata={
+            "type": "string",
+            "format": "date-time",
+            "description": "When it is removed: 24 hours after it was sent, or once the "
+            "media of the jobs that use it expire; null while such a job keeps its media "
+            "for ever (`DARKROOM_RETENTION_DAYS=0`)",
+        },
     )
 
     def get_url(self, upload: Any) -> str:
         """Absolute download URL (signed with accounts on)."""
         return urls.upload_url(upload.id)
+
+    def get_expires_at(self, upload: Any) -> str | None:
+        """The expiry, or None for an upload kept as long as its jobs."""
+        return None if upload.expires_at >= NEVER else utc_text(upload.expires_at)
 
 
 class ParamSchema(ma.Schema):
@@ -281,6 +337,11 @@ class ModelSchema(ma.Schema):
     description = fields.String(required=True)
     offline = fields.Boolean(required=True)
     default = fields.Boolean(required=True)
+    inputs = fields.List(
+        fields.String(metadata={"enum": ["image", "mask"]}),
+        required=True,
+        metadata={"description": "The pictures it takes as inputs; others are refused (422)"},
+    )
     parameters = fields.List(fields.Nested(ParamSchema), required=True)
 
 

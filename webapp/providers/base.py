@@ -11,6 +11,7 @@ from PIL import Image
 ASPECT_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
 OUTPUT_FORMATS = ("png", "jpg", "webp")
 MAX_SEED = 2_147_483_647  # seeds are 32-bit signed for most models
+PROMPT_STRENGTH = "prompt_strength"
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ class ModelSpec:
     # Seconds a run takes before any history exists, for the first estimates.
     typical_seconds: float = 10.0
     offline: bool = False
+    # The pictures it takes as inputs, by role ("image", "mask"); a job that sends one it
+    # does not take is refused (422), never run without it.
+    inputs: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
     # Turns the resolved parameters into what the provider is sent (its own input names and
     # sizes), appending warnings; called with (resolved, requested, warnings). None: as is.
@@ -72,6 +76,7 @@ class ModelSpec:
             "label": self.label,
             "description": self.description,
             "offline": self.offline,
+            "inputs": list(self.inputs),
             "parameters": [p.as_dict() for p in self.params],
         }
 
@@ -122,6 +127,8 @@ class GenerationTask:
     report_progress: Callable[[float], None]
     remember_provider_job_id: Callable[[str], None]
     provider_job_id: str | None = None
+    # The input pictures by role (`webapp.inputs.InputPicture`: bytes, type, size).
+    inputs: dict[str, Any] = field(default_factory=dict)
 
 
 class Provider(Protocol):

@@ -1,4 +1,5 @@
-"""The built-in offline `demo` model: deterministic pictures drawn from the prompt's words."""
+"""The built-in offline `demo` model: deterministic pictures drawn from the prompt's words,
+blended over an input picture (image-to-image) and kept to a mask's white parts."""
 
 from __future__ import annotations
 
@@ -34,11 +35,38 @@ DEMO_MODEL = ModelSpec(
         ParamSpec("output_format", "enum", "png", choices=OUTPUT_FORMATS),
         ParamSpec("output_quality", "integer", 90, 1, 100, description="JPEG/WebP quality"),
         ParamSpec("num_outputs", "integer", 1, 1, 4, description="Images per job"),
+        ParamSpec(
+            "prompt_strength",
+            "number",
+            0.8,
+            0,
+            1,
+            description="With an image: how much of the drawing to blend over it",
+        ),
     ),
     base_size=1024,
     typical_seconds=2.0,
     offline=True,
+    inputs=("image", "mask"),
 )
+
+
+def _fitted(picture: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The picture at the output's size (untouched when it already has it)."""
+    return picture if picture.size == size else picture.resize(size, Image.Resampling.LANCZOS)
+
+
+def over_input(
+    drawing: Image.Image, start: Image.Image, strength: float, mask: Image.Image | None
+) -> Image.Image:
+    """Image-to-image, the demo's way: the drawing blended over the input by `strength`
+    (0 keeps the input, 1 is the drawing alone); with a mask, only where it is white, and
+    where it is black the input's pixels exactly."""
+    base = start.convert("RGB")
+    blended = Image.blend(base, drawing.convert("RGB"), strength)
+    if mask is None:
+        return blended
+    return Image.composite(blended, base, mask.convert("L"))
 
 
 class DemoProvider:
@@ -60,10 +88,17 @@ class DemoProvider:
                 time.sleep(pause)
             task.report_progress(step / steps)
         seed = int(params["seed"])
-        return [
-            render_image(task.prompt, seed + index, int(params["width"]), int(params["height"]))
+        size = (int(params["width"]), int(params["height"]))
+        drawings = (
+            render_image(task.prompt, seed + index, *size)
             for index in range(int(params["num_outputs"]))
-        ]
+        )
+        if "image" not in task.inputs:
+            return list(drawings)
+        start = _fitted(task.inputs["image"].image(), size)
+        mask = _fitted(task.inputs["mask"].image(), size) if "mask" in task.inputs else None
+        strength = float(params.get("prompt_strength", 0.8))
+        return [over_input(drawing, start, strength, mask) for drawing in drawings]
 
     def cancel(self, provider_job_id: str) -> None:
         """Nothing to tell: the demo runs in-process and stops at its next progress report."""

@@ -7,6 +7,8 @@ from typing import Any
 from webapp.providers.base import ASPECT_RATIOS, ModelSpec
 
 SIZE_KEYS = ("width", "height", "aspect_ratio")
+INPUT_ROLES = ("image", "mask")
+"""The parameters that name input pictures (`webapp.inputs`), kept by their upload ids."""
 
 
 def resolve_parameters(
@@ -16,6 +18,9 @@ def resolve_parameters(
     resolved: dict[str, Any] = {}
     warnings: list[str] = []
     for name, value in requested.items():
+        if name in INPUT_ROLES:  # pictures are the job's inputs, checked apart
+            resolved[name] = value
+            continue
         param = spec.param(name)
         if param is None:
             warnings.append(f"{name} is not supported by the {spec.id} model and was ignored")
