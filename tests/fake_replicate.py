@@ -4,6 +4,10 @@
 - `POST /v1/models/{owner}/{name}/predictions` (official models) and `POST /v1/predictions`
   with a `version` (pinned versions), honouring `Prefer: wait=N`;
 - `GET /v1/predictions/{id}` and `POST /v1/predictions/{id}/cancel`;
+- `POST /v1/files` (multipart `content`, as the files API takes input files) and
+  `GET /v1/files/{id}`; a model input of type "uri" must be a base64 `data:` URI or the
+  `urls.get` of a file created here, holding a picture Pillow opens; the bytes it got are
+  kept on the prediction (`Prediction.received`) for tests to compare;
 - `GET /files/{id}/{name}`: the outputs, real images in the requested format and size,
   gone (404) once `output_ttl` has passed, as Replicate deletes them after an hour.
 
@@ -18,7 +22,12 @@ error status (429 with Retry-After, 5xx, ...), a hang, or a plan for the next pr
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import email.parser
+import email.policy
+import hashlib
 import io
 import json
 import re
@@ -78,6 +87,16 @@ SCHEMAS: dict[str, dict[str, tuple[str, Any]]] = {
         "num_inference_steps": ("integer", (1, 50)),
         "guidance": ("number", (0, 10)),
         "prompt_strength": ("number", (0, 1)),
+        "image": ("uri", None),
+    },
+    "black-forest-labs/flux-kontext-pro": {
+        "prompt": ("string", None),
+        "input_image": ("uri", None),
+        "aspect_ratio": ("string", ("match_input_image", *ASPECT, "2:1", "1:2")),
+        "seed": ("integer", None),
+        "output_format": ("string", ("jpg", "png")),
+        "safety_tolerance": ("integer", (0, 6)),
+        "prompt_upsampling": ("boolean", None),
     },
     "black-forest-labs/flux-1.1-pro": {
         "prompt": ("string", None),
@@ -89,6 +108,7 @@ SCHEMAS: dict[str, dict[str, tuple[str, Any]]] = {
         "output_quality": ("integer", (0, 100)),
         "safety_tolerance": ("integer", (1, 6)),
         "prompt_upsampling": ("boolean", None),
+        "image_prompt": ("uri", None),
     },
     "stability-ai/sdxl": {
         "prompt": ("string", None),
@@ -109,10 +129,13 @@ SCHEMAS: dict[str, dict[str, tuple[str, Any]]] = {
         "refine": ("string", ("no_refiner", "expert_ensemble_refiner", "base_image_refiner")),
         "high_noise_frac": ("number", (0, 1)),
         "apply_watermark": ("boolean", None),
+        "image": ("uri", None),
+        "mask": ("uri", None),
+        "prompt_strength": ("number", (0, 1)),
     },
 }
 VERSIONS = {SDXL_VERSION: "stability-ai/sdxl"}
-STRING_OUTPUT = {"black-forest-labs/flux-1.1-pro"}  # one image, output is a string
+STRING_OUTPUT = {"black-forest-labs/flux-1.1-pro", "black-forest-labs/flux-kontext-pro"}
 
 
 def _iso(moment: float | None) -> str | None:
@@ -162,6 +185,7 @@ class Prediction:
     steps: int
     canceled: float | None = None
     files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    received: dict[str, bytes] = field(default_factory=dict)  # uri inputs, by input name
 
     def status_at(self, now: float) -> str:
         if self.canceled is not None:
@@ -174,6 +198,17 @@ class Prediction:
 
     def ended_at(self) -> float | None:
         return self.canceled if self.canceled is not None else self.finishes
+
+
+@dataclass
+class UploadedFile:
+    """A file created through the files API."""
+
+    id: str
+    name: str
+    content_type: str
+    data: bytes
+    created: float
 
 
 @dataclass
@@ -208,6 +243,7 @@ class FakeReplicate:
         self.lock = threading.Lock()
         self.closing = threading.Event()
         self.predictions: dict[str, Prediction] = {}
+        self.files: dict[str, UploadedFile] = {}
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
         self.plans: list[Plan] = []
@@ -236,6 +272,16 @@ class FakeReplicate:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def settings(self) -> dict[str, Any]:
+        """App settings that send Replicate's models here, with short timeouts."""
+        return {
+            "REPLICATE_API_TOKEN": self.token,
+            "REPLICATE_BASE_URL": self.url,
+            "REPLICATE_POLL_SECONDS": 0.01,
+            "REPLICATE_CONNECT_TIMEOUT": 1.0,
+            "REPLICATE_READ_TIMEOUT": 1.0,
+        }
 
     # -- knobs ----------------------------------------------------------------------------
 
@@ -314,7 +360,13 @@ class FakeReplicate:
                     return fault
         return None
 
-    def create(self, model: str, version: str, model_input: dict[str, Any]) -> Prediction:
+    def create(
+        self,
+        model: str,
+        version: str,
+        model_input: dict[str, Any],
+        received: dict[str, bytes] | None = None,
+    ) -> Prediction:
         now = time.time()
         with self.lock:
             plan = self.plans.pop(0) if self.plans else Plan()
@@ -329,6 +381,7 @@ class FakeReplicate:
                 finishes=now + self.start_seconds + run,
                 plan=plan,
                 steps=int(model_input.get("num_inference_steps") or 28),
+                received=received or {},
             )
             self.predictions[prediction.id] = prediction
         return prediction
@@ -429,7 +482,9 @@ class FakeReplicate:
                 if prediction.model == "stability-ai/sdxl"
                 else inp.get("output_format", "webp")
             )
-            size = prediction.plan.output_size or _render_size(prediction.model, inp)
+            size = prediction.plan.output_size or _render_size(
+                prediction.model, inp, prediction.received.get("input_image")
+            )
             pil_format, mime = FORMATS[fmt]
             for index in range(self._count(prediction)):
                 name = f"out-{index}.{fmt}"
@@ -444,6 +499,56 @@ class FakeReplicate:
                     )
                 prediction.files[name] = (data, mime)
             return list(prediction.files)
+
+    def add_file(self, name: str, content_type: str, data: bytes) -> UploadedFile:
+        with self.lock:
+            uploaded = UploadedFile(_prediction_id(), name, content_type, data, time.time())
+            self.files[uploaded.id] = uploaded
+            return uploaded
+
+    def file_json(self, uploaded: UploadedFile) -> dict[str, Any]:
+        """A file as the files API shows it."""
+        return {
+            "id": uploaded.id,
+            "name": uploaded.name,
+            "content_type": uploaded.content_type,
+            "size": len(uploaded.data),
+            "etag": hashlib.md5(uploaded.data).hexdigest(),
+            "checksums": {
+                "sha256": hashlib.sha256(uploaded.data).hexdigest(),
+                "md5": hashlib.md5(uploaded.data).hexdigest(),
+            },
+            "metadata": {},
+            "created_at": _iso(uploaded.created),
+            "expires_at": _iso(uploaded.created + 86400),
+            "urls": {"get": f"{self.url}/v1/files/{uploaded.id}"},
+        }
+
+    def read_uri(self, value: str) -> bytes | None:
+        """The bytes a "uri" input names: a base64 data URI, or a file created here."""
+        if value.startswith("data:"):
+            header, _, payload = value.partition(",")
+            if not header.endswith(";base64"):
+                return None
+            try:
+                return base64.b64decode(payload, validate=True)
+            except (binascii.Error, ValueError):
+                return None
+        prefix = f"{self.url}/v1/files/"
+        if value.startswith(prefix):
+            with self.lock:
+                uploaded = self.files.get(value.removeprefix(prefix))
+            return uploaded.data if uploaded else None
+        return None
+
+    def received_uris(self, model: str, model_input: dict[str, Any]) -> dict[str, bytes]:
+        """The bytes of each "uri" input (after `check_input` accepted them)."""
+        schema = SCHEMAS[model]
+        return {
+            name: self.read_uri(value) or b""
+            for name, value in model_input.items()
+            if schema.get(name, (None,))[0] == "uri"
+        }
 
     def check_input(self, model: str, model_input: Any) -> list[dict[str, str]]:
         """Replicate-style invalid_fields for an input that does not fit the model's schema."""
@@ -460,6 +565,8 @@ class FakeReplicate:
                 problems.append(_invalid("additional_property_not_allowed", where, name))
             elif not _is_type(value, kind):
                 problems.append(_invalid("invalid_type", where, f"Expected: {kind}"))
+            elif kind == "uri" and not _is_picture(self.read_uri(value)):
+                problems.append(_invalid("format", where, "Does not match format 'uri'"))
             elif kind == "string" and rule and value not in rule:
                 choices = ", ".join(f"'{c}'" for c in rule)
                 problems.append(_invalid("enum", where, f"{name} must be one of: {choices}"))
@@ -492,6 +599,8 @@ TITLES = {
 
 
 def _is_type(value: Any, kind: str) -> bool:
+    if kind == "uri":
+        return isinstance(value, str)
     if kind == "boolean":
         return isinstance(value, bool)
     if kind == "integer":
@@ -501,10 +610,28 @@ def _is_type(value: Any, kind: str) -> bool:
     return isinstance(value, str)
 
 
-def _render_size(model: str, inp: dict[str, Any]) -> tuple[int, int]:
+def _is_picture(data: bytes | None) -> bool:
+    if not data:
+        return False
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except Exception:
+        return False
+    return True
+
+
+def _render_size(
+    model: str, inp: dict[str, Any], input_image: bytes | None = None
+) -> tuple[int, int]:
     if model == "stability-ai/sdxl":
         return int(inp.get("width", 1024)), int(inp.get("height", 1024))
     ratio = inp.get("aspect_ratio", "1:1")
+    if ratio == "match_input_image" and input_image:
+        with Image.open(io.BytesIO(input_image)) as image:
+            return image.size
+    if ratio in ("match_input_image", "2:1", "1:2"):
+        return {"2:1": (1408, 704), "1:2": (704, 1408)}.get(ratio, (1024, 1024))
     if ratio == "custom":
         return (
             round(int(inp.get("width", 1024)) / 32) * 32,
@@ -546,6 +673,21 @@ def _prediction_id() -> str:
 _PREDICTION = re.compile(r"^/v1/predictions/([a-z0-9]+)(/cancel)?$")
 _OFFICIAL = re.compile(r"^/v1/models/([^/]+)/([^/]+)/predictions$")
 _FILE = re.compile(r"^/files/([a-z0-9]+)/([\w.-]+)$")
+_FILE_INFO = re.compile(r"^/v1/files/([a-z0-9]+)$")
+
+
+def _multipart(content_type: str, raw: bytes) -> dict[str, tuple[str | None, str, bytes]]:
+    """A multipart body's parts: name → (file name, content type, bytes)."""
+    message = email.parser.BytesParser(policy=email.policy.default).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + raw
+    )
+    parts = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if name:
+            payload = part.get_payload(decode=True) or b""
+            parts[str(name)] = (part.get_filename(), part.get_content_type(), payload)
+    return parts
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -569,10 +711,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw
+        if self.headers.get_content_type() == "multipart/form-data":
+            body: Any = _multipart(self.headers.get("Content-Type", ""), raw)
+        else:
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw
         path = self.path.split("?")[0]
         route = _route(method, path)
         headers = self.headers
@@ -594,6 +739,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._create(path, body)
         elif route in ("get", "cancel"):
             self._prediction(path, route)
+        elif route == "upload":
+            self._upload(body)
+        elif route == "file_info":
+            self._file_info(path)
         else:
             self._json(404, NOT_FOUND)
 
@@ -638,7 +787,9 @@ class _Handler(BaseHTTPRequestHandler):
         if problems:
             detail = "\n".join(f"- {p['field']}: {p['description']}" for p in problems)
             return self._json(422, problem(422, TITLES[422], detail, invalid_fields=problems))
-        prediction = self.fake.create(model, version, dict(body["input"]))
+        model_input = dict(body["input"])
+        received = self.fake.received_uris(model, model_input)
+        prediction = self.fake.create(model, version, model_input, received)
         deadline = time.time() + _wait_seconds(self.headers.get("Prefer"))
         while time.time() < deadline and prediction.status_at(time.time()) in RUNNING:
             if self.fake.closing.wait(0.005):
@@ -653,6 +804,22 @@ class _Handler(BaseHTTPRequestHandler):
         if route == "cancel":
             self.fake.cancel(prediction)
         self._json(200, self.fake.to_json(prediction))
+
+    def _upload(self, body: Any) -> None:
+        part = body.get("content") if isinstance(body, dict) else None
+        if part is None:
+            return self._json(400, problem(400, "Bad request", "The `content` field is missing"))
+        name, content_type, data = part
+        uploaded = self.fake.add_file(name or "file", content_type, data)
+        self._json(201, self.fake.file_json(uploaded))
+
+    def _file_info(self, path: str) -> None:
+        match = _FILE_INFO.match(path)
+        with self.fake.lock:
+            uploaded = self.fake.files.get(match[1]) if match else None
+        if uploaded is None:
+            return self._json(404, NOT_FOUND)
+        self._json(200, self.fake.file_json(uploaded))
 
     def _file(self, path: str) -> None:
         match = _FILE.match(path)
@@ -674,6 +841,10 @@ def _route(method: str, path: str) -> str:
         return "cancel" if match[2] else "get"
     if method == "GET" and _FILE.match(path):
         return "file"
+    if method == "POST" and path == "/v1/files":
+        return "upload"
+    if method == "GET" and _FILE_INFO.match(path):
+        return "file_info"
     return "?"
 
 

@@ -51,14 +51,7 @@ def fake() -> Iterator[FakeReplicate]:
 
 @pytest.fixture
 def app_config(app_config: dict[str, Any], fake: FakeReplicate) -> dict[str, Any]:
-    app_config.update(
-        REPLICATE_API_TOKEN=TOKEN,
-        REPLICATE_BASE_URL=fake.url,
-        REPLICATE_POLL_SECONDS=0.01,
-        REPLICATE_CONNECT_TIMEOUT=1.0,
-        REPLICATE_READ_TIMEOUT=1.0,
-    )
-    return app_config
+    return {**app_config, **fake.settings()}
 
 
 @pytest.fixture

@@ -42,6 +42,9 @@ class Defaults:
     REPLICATE_DEADLINE_SECONDS = 900.0  # a prediction still running after this is cancelled
     REPLICATE_MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024  # per output file
     REPLICATE_MAX_PIXELS = 50_000_000  # per output image
+    # An input picture up to this size is sent inline as a data URI, a larger one through
+    # Replicate's files API (one more request, but no bloated prediction body).
+    REPLICATE_DATA_URI_MAX_BYTES = 256 * 1024
     RETRY_BASE_SECONDS = 2.0
     RETRY_MAX_SECONDS = 300.0
     AUTO_MIGRATE = True

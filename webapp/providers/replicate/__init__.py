@@ -9,6 +9,7 @@ size when the model could not render it. A cancelled job's prediction is cancell
 from __future__ import annotations
 
 import logging
+import mimetypes
 import time
 from typing import Any
 
@@ -24,7 +25,7 @@ from webapp.providers.base import (
     TransientProviderError,
 )
 from webapp.providers.replicate.client import API_ERROR, Gone, ReplicateClient, Settings
-from webapp.providers.replicate.models import MODELS, RESIZE_KEY, ROUTES
+from webapp.providers.replicate.models import INPUT_KEYS, MODELS, RESIZE_KEY, ROUTES
 from webapp.providers.replicate.outputs import (
     cover_fit,
     decode_image,
@@ -120,6 +121,12 @@ class _Attempt:
         """Start a prediction and commit its id before anything else can go wrong."""
         params = {k: v for k, v in self.task.params.items() if k != RESIZE_KEY}
         model_input = {"prompt": self.task.prompt, **params}
+        for role, key in INPUT_KEYS.get(self.task.model.id, {}).items():
+            picture = self.task.inputs.get(role)
+            if picture is not None:  # the job keeps the upload's id there; send the bytes
+                extension = mimetypes.guess_extension(picture.mime_type) or ""
+                name = f"{role}-{picture.upload_id}{extension}"
+                model_input[key] = self.client.file_reference(picture.data, picture.mime_type, name)
         prediction = self.client.create(ROUTES[self.task.model.id], model_input)
         prediction_id = prediction.get("id")
         if not isinstance(prediction_id, str) or not prediction_id:

@@ -1,4 +1,5 @@
-"""Replicate's HTTP API: create, get and cancel predictions, and download their outputs.
+"""Replicate's HTTP API: create, get and cancel predictions, send input files, and download
+their outputs.
 
 Every failure becomes a provider error whose message starts "Replicate API error:" and
 never contains the token: network trouble, timeouts, 429 and 5xx are transient (429 with
@@ -51,6 +52,7 @@ class Settings:
     deadline_seconds: float
     max_download_bytes: int
     max_pixels: int
+    data_uri_max_bytes: int = 256 * 1024
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -72,6 +74,7 @@ class Settings:
             deadline_seconds=float(config["REPLICATE_DEADLINE_SECONDS"]),
             max_download_bytes=int(config["REPLICATE_MAX_DOWNLOAD_BYTES"]),
             max_pixels=int(config["REPLICATE_MAX_PIXELS"]),
+            data_uri_max_bytes=int(config["REPLICATE_DATA_URI_MAX_BYTES"]),
         )
 
 
@@ -160,6 +163,43 @@ class ReplicateClient:
         if not isinstance(data, dict):
             raise TransientProviderError(f"{API_ERROR}: the answer to {method} was not JSON")
         return data
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def file_reference(self, data: bytes, mime_type: str, name: str) -> str:
+        """What a model input is sent for a picture: a `data:` URI when it is small, else
+        the URL of a file created through Replicate's files API."""
+        if len(data) <= self.settings.data_uri_max_bytes:
+            return f"data:{mime_type};base64,{base64.b64encode(data).decode('ascii')}"
+        created = self.upload_file(data, mime_type, name)
+        url = (created.get("urls") or {}).get("get")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise TransientProviderError(f"{API_ERROR}: the new file has no URL")
+        return url
+
+    def upload_file(self, data: bytes, mime_type: str, name: str) -> dict[str, Any]:
+        """Create a file (`POST /v1/files`, multipart `content`); Replicate keeps it a day."""
+        s = self.settings
+        try:
+            response = self.session.post(
+                f"{s.base_url}/v1/files",
+                files={"content": (name, data, mime_type)},
+                headers={"Authorization": f"Bearer {s.token}"},
+                timeout=(s.connect_timeout, s.read_timeout),
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise self._network_error(exc, "POST /v1/files") from None
+        with response:
+            if response.status_code >= 300:
+                raise self._status_error(response)
+            try:
+                created = response.json()
+            except ValueError:
+                created = None
+        if not isinstance(created, dict):
+            raise TransientProviderError(f"{API_ERROR}: the answer to POST /v1/files was not JSON")
+        return created
 
     # -- outputs --------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ SDXL_SCHEDULERS = (
 )
 SDXL_REFINERS = ("no_refiner", "expert_ensemble_refiner", "base_image_refiner")
 SDXL_VERSION = "7762fd07cf82c948538e41f63f77d685e02b063e37e496e96eefd46c929f9bdc"
+KONTEXT_IMAGE_TOLERANCE = 2
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,13 @@ def _without(resolved: dict[str, Any], *names: str) -> dict[str, Any]:
     return {k: v for k, v in resolved.items() if k not in names and v is not None}
 
 
+def _no_strength_without_image(sent: dict[str, Any]) -> dict[str, Any]:
+    """`prompt_strength` only means something with an image; without one it is not sent."""
+    if "image" not in sent:
+        sent.pop("prompt_strength", None)
+    return sent
+
+
 def _flux_input(
     resolved: dict[str, Any], requested: dict[str, Any], renames: dict[str, str]
 ) -> dict[str, Any]:
@@ -105,7 +113,9 @@ def adapt_flux_dev(
     resolved: dict[str, Any], requested: dict[str, Any], warnings: list[str]
 ) -> dict[str, Any]:
     """Our parameters as flux-dev's input (`guidance_scale` is called `guidance` there)."""
-    return _flux_input(resolved, requested, {"guidance_scale": "guidance"})
+    return _no_strength_without_image(
+        _flux_input(resolved, requested, {"guidance_scale": "guidance"})
+    )
 
 
 def pro_custom_size(width: int, height: int) -> tuple[int, int]:
@@ -125,7 +135,10 @@ def adapt_flux_pro(
 ) -> dict[str, Any]:
     """FLUX1.1 [pro] renders custom sizes in 32-pixel blocks, and the ratios it lacks
     (21:9, 9:21) that way too; an exact size that is not a multiple of 32 is resized."""
-    sent = _without(resolved, "width", "height")
+    sent = {
+        INPUT_KEYS["flux-1.1-pro"].get(k, k): v
+        for k, v in _without(resolved, "width", "height").items()
+    }
     explicit = _explicit_size(requested)
     if explicit or resolved["aspect_ratio"] not in PRO_RATIOS:
         width, height = resolved["width"], resolved["height"]
@@ -145,6 +158,25 @@ def adapt_sdxl(
     sent["width"], sent["height"] = _round_to(width, 8), _round_to(height, 8)
     if (sent["width"], sent["height"]) != (width, height):
         sent[RESIZE_KEY] = f"{width}x{height}"
+    return _no_strength_without_image(sent)
+
+
+def adapt_flux_kontext(
+    resolved: dict[str, Any], requested: dict[str, Any], warnings: list[str]
+) -> dict[str, Any]:
+    """FLUX.1 Kontext [pro] edits `input_image` by instruction; with a picture and no aspect
+    ratio asked, the output keeps the picture's shape. It takes at most tolerance 2 with an
+    input picture."""
+    sent = {INPUT_KEYS["flux-kontext-pro"].get(k, k): v for k, v in _without(resolved).items()}
+    if "input_image" in sent:
+        if "aspect_ratio" not in requested:
+            sent["aspect_ratio"] = "match_input_image"
+        if sent.get("safety_tolerance", 0) > KONTEXT_IMAGE_TOLERANCE:
+            warnings.append(
+                f"safety_tolerance={sent['safety_tolerance']} is above what flux-kontext-pro "
+                f"allows with an input picture; {KONTEXT_IMAGE_TOLERANCE} was used"
+            )
+            sent["safety_tolerance"] = KONTEXT_IMAGE_TOLERANCE
     return sent
 
 
@@ -165,6 +197,14 @@ _GO_FAST = ParamSpec(
 )
 _MEGAPIXELS = ParamSpec(
     "megapixels", "enum", "1", choices=("1", "0.25"), description="Approximate size"
+)
+_STRENGTH = ParamSpec(
+    "prompt_strength",
+    "number",
+    0.8,
+    0,
+    1,
+    description="With an image: how far to move from it (1 ignores it)",
 )
 
 FLUX_SCHNELL = ModelSpec(
@@ -203,8 +243,10 @@ FLUX_DEV = ModelSpec(
         _FLUX_OUTPUTS,
         _GO_FAST,
         _MEGAPIXELS,
+        _STRENGTH,
     ),
     typical_seconds=12.0,
+    inputs=("image",),
     adapt=adapt_flux_dev,
 )
 
@@ -228,6 +270,7 @@ FLUX_PRO = ModelSpec(
     ),
     base_size=1440,
     typical_seconds=8.0,
+    inputs=("image",),  # sent as `image_prompt` (Flux Redux): it guides the composition
     adapt=adapt_flux_pro,
 )
 
@@ -249,15 +292,61 @@ SDXL = ModelSpec(
         ParamSpec(
             "high_noise_frac", "number", 0.8, 0, 1, description="Noise share for the refiner"
         ),
+        _STRENGTH,
     ),
     typical_seconds=15.0,
+    inputs=("image", "mask"),  # a mask repaints its white parts (inpainting)
     adapt=adapt_sdxl,
 )
 
-MODELS = (FLUX_SCHNELL, FLUX_DEV, FLUX_PRO, SDXL)
+FLUX_KONTEXT_PRO = ModelSpec(
+    id="flux-kontext-pro",
+    provider="replicate",
+    label="FLUX.1 Kontext [pro]",
+    description=(
+        "black-forest-labs/flux-kontext-pro on Replicate: edits a picture by instruction "
+        '("make it night"), or draws from text alone.'
+    ),
+    params=(
+        ParamSpec(
+            "aspect_ratio",
+            "enum",
+            "1:1",
+            choices=ASPECT_RATIOS,
+            description="Left out with an image: the image's own shape",
+        ),
+        _SEED,
+        ParamSpec("output_format", "enum", "png", choices=("png", "jpg")),
+        ParamSpec(
+            "safety_tolerance",
+            "integer",
+            2,
+            0,
+            6,
+            description="0 is strictest, 6 most permissive (at most 2 with an image)",
+        ),
+        ParamSpec(
+            "prompt_upsampling", "boolean", False, description="Let the model embellish the prompt"
+        ),
+    ),
+    typical_seconds=8.0,
+    inputs=("image",),  # sent as `input_image`
+    adapt=adapt_flux_kontext,
+)
+
+MODELS = (FLUX_SCHNELL, FLUX_DEV, FLUX_PRO, SDXL, FLUX_KONTEXT_PRO)
 ROUTES = {
     "flux-schnell": Route("black-forest-labs/flux-schnell"),
     "flux-dev": Route("black-forest-labs/flux-dev"),
     "flux-1.1-pro": Route("black-forest-labs/flux-1.1-pro"),
     "sdxl": Route("stability-ai/sdxl", SDXL_VERSION),
+    "flux-kontext-pro": Route("black-forest-labs/flux-kontext-pro"),
 }
+INPUT_KEYS: dict[str, dict[str, str]] = {
+    "flux-dev": {"image": "image"},
+    "flux-1.1-pro": {"image": "image_prompt"},
+    "sdxl": {"image": "image", "mask": "mask"},
+    "flux-kontext-pro": {"image": "input_image"},
+}
+"""Each model's input names for our picture roles. The job's provider parameters hold the
+upload ids under these names; the bytes are put in their place when the prediction is made."""
