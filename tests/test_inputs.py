@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,10 @@ from PIL import Image, ImageChops
 
 from tests.helpers import run_queue, submit
 from tests.test_uploads import picture, png_claiming, upload
-from webapp import jobs, uploads
+from webapp import accounts, jobs, uploads
+from webapp.api.schemas import JobSchema
 from webapp.extensions import db
-from webapp.models import NEVER, JobInput, Upload, now_utc
+from webapp.models import NEVER, Job, JobInput, Upload, now_utc
 
 API = "/api/v1"
 
@@ -167,12 +169,56 @@ def test_a_body_with_two_large_data_uris_is_taken(app: Flask, client: FlaskClien
     assert response.status_code == 201, response.get_json()
 
 
-def test_another_users_upload_is_not_found(app: Flask, client: FlaskClient) -> None:
-    upload_id = sent(client, photo())
-    with app.app_context():
-        db.session.get(Upload, upload_id).owner_id = None
-    # Accounts off: no owners, so the upload is usable; owner checks are in test_auth_api.
-    assert generate(client, image=upload_id).status_code == 201
+def test_another_users_pictures_are_not_found(app: Flask, client: FlaskClient) -> None:
+    """With accounts on, another user's upload or media item answers exactly like a missing
+    one (422 input_not_found); the owner's own work; and the status lists only ids."""
+    app.config["AUTH"] = "on"
+    alice = accounts.create_user("alice", "correct horse battery", admin=True)
+    bob = accounts.create_user("bob", "correct horse battery")
+    keys = {
+        user.name: {
+            "Authorization": f"Bearer {accounts.create_key(user, 'k', ['read', 'generate'])[1]}"
+        }
+        for user in (alice, bob)
+    }
+    response = client.post(
+        f"{API}/uploads",
+        data={"file": (io.BytesIO(photo()), "p.png")},
+        content_type="multipart/form-data",
+        headers=keys["alice"],
+    )
+    upload_id = response.get_json()["id"]
+    first = client.post(
+        f"{API}/jobs/generate",
+        json={"prompt": "a fox", "model": "demo", "parameters": {"width": 128, "height": 128}},
+        headers=keys["alice"],
+    ).get_json()["id"]
+    run_queue()
+    media_id = client.get(f"{API}/jobs/status/{first}", headers=keys["alice"]).get_json()["media"][
+        0
+    ]["id"]
+    missing = "00000000-0000-4000-8000-000000000000"
+    answers = {}
+    for name, reference in (("upload", upload_id), ("media", media_id), ("missing", missing)):
+        answer = client.post(
+            f"{API}/jobs/generate",
+            json={"prompt": "a fox", "model": "demo", "parameters": {"image": reference}},
+            headers=keys["bob"],
+        )
+        assert answer.status_code == 422
+        item = answer.get_json()["detail"][0]
+        answers[name] = (item["type"], item["msg"])
+    assert answers["upload"] == answers["media"] == answers["missing"]
+    assert answers["missing"][0] == "input_not_found"
+    for reference in (upload_id, media_id):
+        own = client.post(
+            f"{API}/jobs/generate",
+            json={"prompt": "a fox", "model": "demo", "parameters": {"image": reference}},
+            headers=keys["alice"],
+        )
+        assert own.status_code == 201, own.get_json()
+        body = client.get(own.headers["Location"], headers=keys["alice"]).get_json()
+        assert "signature=" in body["inputs"][0]["url"], "signed like media URLs"
 
 
 # -- what a model takes ------------------------------------------------------------------
@@ -342,3 +388,29 @@ def test_deleting_the_only_job_of_a_fresh_input_leaves_it_its_day(
     row = db.session.get(Upload, upload_id)
     assert row.expires_at <= now_utc() + timedelta(hours=24)
     assert uploads.sweep_expired(now_utc() + timedelta(hours=25)) == 1
+
+
+def test_the_status_body_of_a_job_with_inputs_equals_the_documented_schema(
+    app: Flask, client: FlaskClient
+) -> None:
+    image_id, mask_id = sent(client, photo()), sent(client, half_mask((64, 64)))
+    job_id = generate(client, image=image_id, mask=mask_id).get_json()["id"]
+    run_queue()
+    job = db.session.get(Job, job_id)
+    db.session.refresh(job)
+    documented = json.loads(json.dumps(JobSchema().dump(job)))
+    assert status(client, job_id) == documented
+    assert [i["role"] for i in documented["inputs"]] == ["image", "mask"]
+
+
+def test_only_data_uris_may_make_a_body_larger_than_1_mb(client: FlaskClient) -> None:
+    body = {
+        "prompt": "a fox",
+        "model": "demo",
+        "parameters": {"image": data_uri(photo())},
+        "metadata": {"blob": "y" * (1024 * 1024)},
+    }
+    response = client.post(f"{API}/jobs/generate", json=body)
+    assert response.status_code == 413
+    assert "data URIs aside" in response.get_json()["detail"]
+    assert db.session.query(JobInput).count() == 0
