@@ -227,6 +227,7 @@ class Bench:
             "DARKROOM_RATE_LIMIT_STATUS": HIGH_LIMIT,
             "DARKROOM_RATE_LIMIT_POLL": HIGH_LIMIT,
             "DARKROOM_RATE_LIMIT_SEARCH": HIGH_LIMIT,
+            "DARKROOM_RATE_LIMIT_UPLOAD": HIGH_LIMIT,
             "DARKROOM_DEMO_STEP_SECONDS": "0",
         }
         extra.update(env or {})

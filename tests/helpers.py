@@ -47,6 +47,7 @@ TEST_CONFIG: dict[str, Any] = {
     # Tests submit far faster than people; tests/test_ratelimit.py sets real limits.
     "RATE_LIMIT_CREATE": "100000/minute",
     "RATE_LIMIT_STATUS": "100000/minute",
+    "RATE_LIMIT_UPLOAD": "100000/minute",
     "ESTIMATE_CACHE_SECONDS": 0,  # tests change the history and read the estimate at once
 }
 """Settings every in-process test app starts from (plus its own instance folder)."""

@@ -149,6 +149,7 @@ class Stack:
             # Tests submit far faster than people; tests/test_ratelimit.py sets real limits.
             DARKROOM_RATE_LIMIT_CREATE="100000/minute",
             DARKROOM_RATE_LIMIT_STATUS="100000/minute",
+            DARKROOM_RATE_LIMIT_UPLOAD="100000/minute",
         )
         env.update(extra)
         return env

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import re
 import time
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from PIL import Image
 
 from tests.helpers import csrf_token
 from tests.procs import API, running_stack
@@ -21,7 +23,8 @@ BODY = {"prompt": "a limited fox", "parameters": {"width": 128, "height": 128}}
 
 @pytest.fixture
 def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
-    return {**app_config, "RATE_LIMIT_CREATE": "3/minute", "RATE_LIMIT_STATUS": "4/minute"}
+    limits = {"RATE_LIMIT_CREATE": "3/minute", "RATE_LIMIT_STATUS": "4/minute"}
+    return {**app_config, **limits, "RATE_LIMIT_UPLOAD": "2/minute"}
 
 
 def create(client: FlaskClient, **headers: str):
@@ -67,6 +70,26 @@ def test_api_and_browser_share_the_creation_bucket(client: FlaskClient) -> None:
     assert refused.status_code == 429 and refused.mimetype == "text/html"
     assert "Retry-After" in refused.headers
     assert create(client).status_code == 429
+
+
+def test_uploads_have_their_own_bucket(client: FlaskClient) -> None:
+    """Each upload is decoded and re-encoded: limited on its own, apart from job creation."""
+    pictures = [Image.new("RGB", (8, 8), (i * 40, 0, 0)) for i in range(3)]
+
+    def send(image: Image.Image):
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        return client.post(
+            f"{API}/uploads",
+            data={"file": (io.BytesIO(buffer.getvalue()), "p.png")},
+            content_type="multipart/form-data",
+        )
+
+    answers = [send(image) for image in pictures]
+    assert [a.status_code for a in answers] == [201, 201, 429]
+    assert "2 per 1 minute" in answers[-1].get_json()["detail"]
+    assert 0 < int(answers[-1].headers["Retry-After"]) <= 60
+    assert create(client).status_code == 201, "job creation keeps its own allowance"
 
 
 def test_status_reads_are_limited_but_browser_polling_is_not(client: FlaskClient) -> None:
@@ -226,6 +249,7 @@ def test_limits_are_declared_on_the_views_and_documented_where_they_apply(
         ("pages.poll", "GET"): ("RATE_LIMIT_POLL", "poll"),
         ("pages.job_page", "GET"): ("RATE_LIMIT_POLL", "poll"),
         ("pages.gallery", "GET"): ("RATE_LIMIT_SEARCH", "search"),
+        ("uploads.Uploads", "POST"): ("RATE_LIMIT_UPLOAD", "upload"),
     }
     spec = client.get(f"{API}/openapi.json").get_json()
     documented = {
@@ -240,4 +264,5 @@ def test_limits_are_declared_on_the_views_and_documented_where_they_apply(
         (f"{API}/jobs", "GET"),
         (f"{API}/jobs/{{job_id}}/webhooks", "GET"),
         (f"{API}/jobs/{{job_id}}/webhooks/redeliver", "POST"),
+        (f"{API}/uploads", "POST"),
     }

@@ -52,6 +52,7 @@ class Defaults:
     RATE_LIMIT_STATUS = "60/minute"  # API status reads per client IP
     RATE_LIMIT_POLL = "600/minute"  # the browser's live updates and job pages
     RATE_LIMIT_SEARCH = "120/minute"  # gallery pages: search, filter, scrolling
+    RATE_LIMIT_UPLOAD = "30/minute"  # pictures sent to POST /uploads per client IP
     TRUSTED_PROXIES = 0  # reverse proxies in front whose X-Forwarded-For is believed
     WEBHOOK_SECRET = ""  # empty: generated once into the instance folder
     WEBHOOK_ALLOWED_NETWORKS = ""  # CIDRs that webhooks may reach although not public
@@ -140,7 +141,8 @@ def check_settings(config: dict[str, Any]) -> None:
             problems.append(f"DARKROOM_{key}: expected {kind} {least}, got {value!r}")
             continue
         config[key] = int(number) if whole else number
-    for key in ("RATE_LIMIT_CREATE", "RATE_LIMIT_STATUS", "RATE_LIMIT_POLL", "RATE_LIMIT_SEARCH"):
+    limits = ("CREATE", "STATUS", "POLL", "SEARCH", "UPLOAD")
+    for key in (f"RATE_LIMIT_{name}" for name in limits):
         if key in config and not _rate_limit(config[key]):
             problems.append(
                 f"DARKROOM_{key}: expected a limit such as 10/minute, got {config[key]!r}"

@@ -9,7 +9,7 @@ from werkzeug.exceptions import UnsupportedMediaType
 
 from webapp import uploads
 from webapp.api.media import conditional, file_responses, send_stored
-from webapp.api.openapi import ERROR_SCHEMAS, errors, operation_ref
+from webapp.api.openapi import ERROR_SCHEMAS, errors, operation_ref, rate_limited
 from webapp.api.schemas import UploadSchema
 from webapp.auth import current_user_id, owner_filter, requires
 from webapp.bodies import larger_body
@@ -96,6 +96,7 @@ class Uploads(MethodView):
         415, schema=ERROR_SCHEMAS["DetailError"], description=f"The body is not `{MULTIPART}`"
     )
     @errors(blp, 413, 422, 503)
+    @rate_limited(blp, "RATE_LIMIT_UPLOAD", "upload")  # each one is decoded and re-encoded
     @larger_body("MAX_UPLOAD_BYTES")
     @requires("generate")
     def post(self) -> Upload:
