@@ -10,6 +10,7 @@ import hashlib
 import random
 import shutil
 import sqlite3
+from pathlib import Path
 
 from PIL import Image
 
@@ -40,6 +41,11 @@ def status_jobs(stack: Stack) -> list[str]:
     return ids
 
 
+def static_file(bench: Bench) -> Path:
+    """Where `media_file` writes the 4 MB PNG (the baseline's static file)."""
+    return bench.tmp / "static" / STATIC_PATH.rsplit("/", 1)[1]
+
+
 def media_file(bench: Bench, stack: Stack) -> tuple[str, str, int]:
     """A 4 MB PNG as one media item of the API stack and as the baseline's static file.
 
@@ -47,9 +53,8 @@ def media_file(bench: Bench, stack: Stack) -> tuple[str, str, int]:
     """
     side = 1182  # 1182 x 1182 RGB noise: about 4.2 MB as PNG
     image = Image.frombytes("RGB", (side, side), random.Random(7).randbytes(side * side * 3))
-    static = bench.tmp / "static"
-    static.mkdir(exist_ok=True)
-    path = static / "picture.png"
+    path = static_file(bench)
+    path.parent.mkdir(exist_ok=True)
     image.save(path, "PNG", compress_level=1)
     size = path.stat().st_size
     conn = sqlite3.connect(stack.instance / "darkroom.db", timeout=15)

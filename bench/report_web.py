@@ -1,7 +1,7 @@
 """The web's sections of docs/benchmarks.md.
 
 Throughput against the baselines, latency against load, the job list and the gallery at
-two sizes, and media downloads; each section is empty when its phase did not run.
+two sizes, media downloads and uploads; each section is empty when its phase did not run.
 """
 
 from __future__ import annotations
@@ -260,4 +260,87 @@ def media(r: dict[str, Any]) -> list[str]:
                 f"{v / st if st else 0:.2f}",
             )
         )
+    return [*L, ""]
+
+
+def uploads(r: dict[str, Any]) -> list[str]:
+    """Upload throughput of the media download's picture, beside it, and the bomb refused."""
+    u = r.get("uploads")
+    if not u:
+        return []
+    runs = u.get("runs") or []
+    L = [
+        "## Uploads: `POST /api/v1/uploads`",
+        "",
+        f"The same {u['size_bytes']:,}-byte PNG as the media download, posted by 4 clients "
+        f"(Python threads, one keep-alive connection each) in {len(runs)} "
+        f"round{'s' * (len(runs) != 1)} of about "
+        f"{med(runs, 'duration_s'):.1f} s. Every upload is a different file (a counter in an "
+        "ancillary chunk, dropped when it is stored), so each one is checked, decoded, "
+        "re-encoded and written; MB/s is the bytes of the files stored (201) over the round's "
+        "wall time, and any other answer is an error. Each round's uploads are deleted after "
+        "it, untimed.",
+        "",
+        row("", "MB/s, median", "runs (MB/s)", "per s", "latency p50", "p95", "errors", "web CPU"),
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    if runs:
+        cpu = cpu_ms(runs)
+        L.append(
+            row(
+                "upload (201)",
+                f"{med(runs, 'mb_per_s'):,.1f}",
+                ", ".join(f"{x['mb_per_s']:,.1f}" for x in runs),
+                f"{med(runs, 'uploads_per_s'):,.1f} uploads",
+                ms(med(runs, "p50_ms")),
+                ms(med(runs, "p95_ms")),
+                sum(x["errors"] for x in runs),
+                f"{cpu:.0f} ms per upload" if cpu else "n/a",
+            )
+        )
+    m = r.get("media")
+    if m:
+        down = m["runs"]["darkroom"]
+        cpu = cpu_ms(down)
+        L.append(
+            row(
+                "media download, for comparison",
+                f"{med(down, 'mb_per_s'):,.0f}",
+                run_list(down, "mb_per_s"),
+                f"{med(down, 'rps'):,.0f} downloads",
+                ms(med(down, "p50_ms")),
+                ms(med(down, "p95_ms")),
+                sum(x["errors"] for x in down),
+                f"{cpu:.1f} ms per download" if cpu else "n/a",
+            )
+        )
+    b = u.get("bomb")
+    if b:
+        bound = TARGETS["upload_bomb_ms"]
+        width, height = b["claims"]
+        every = b["refused"] == b["count"] > 0
+        L += [
+            "",
+            f"A bomb: a {b['bytes']:,}-byte PNG whose header claims {width:,} x {height:,} "
+            f"pixels, sent {b['count']} times one after the other, each timed from the send to "
+            f"the answer. Target: every answer 422, the slowest {bound.text()}.",
+            "",
+            row("", "answered 422", "named `image_too_large`", "p50", "p95", "max", "target"),
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+            row(
+                "bomb upload",
+                f"{b['refused']} of {b['count']}",
+                b["named_too_large"],
+                ms(b["p50_ms"]),
+                ms(b["p95_ms"]),
+                ms(b["max_ms"]),
+                verdict(bound.met(b["max_ms"] if every else None)),
+            ),
+        ]
+        others = {k: v for k, v in b["statuses"].items() if k != "422"}
+        if others:
+            answers = ", ".join(
+                f"{n} x {k if k != '0' else 'no answer'}" for k, n in others.items()
+            )
+            L += ["", f"Other answers: {answers}."]
     return [*L, ""]

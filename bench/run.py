@@ -30,6 +30,7 @@ from bench import (
     slow_clients,
     sysinfo,
     throughput,
+    uploads,
     worker,
 )
 from bench.harness import ROOT, SETTLE_SECONDS, Bench, log
@@ -110,6 +111,11 @@ def run(bench: Bench) -> dict[str, Any]:
             "media download",
             a.rounds * 2 * a.duration + 5,
             lambda: throughput.media(bench, base, api, media_id, static_path, size),
+        ),
+        (
+            "uploads",
+            uploads.cost(bench),
+            lambda: uploads.measure(bench, api, prepare.static_file(bench)),
         ),
         (
             "generate with worker",

@@ -1,4 +1,4 @@
-"""The summary's figures and the 16 targets they are judged by, as one table.
+"""The summary's figures and the 17 targets they are judged by, as one table.
 
 `FIGURES` lists every line of the summary in order: its key (also the key of its value in
 the history), its name, and either a `Bound` it must keep or, for a figure reported without
@@ -69,6 +69,8 @@ START_P95 = Bound("<", 300, " ms")
 PAGE_TARGET = Bound("<=", 1.5, "x")
 PAGE_NAME = "{page}: p50 at {large:,} / at {small:,}"
 AFTER_IDLE = "submit -> start after {idle_for:.0f}+ s idle"
+# Every bomb must be refused in time, so the slowest of them is judged, not a percentile.
+BOMB_MAX = Bound("<", 100, " ms")
 
 FIGURES = (
     Figure("b_over_a", "(b) / (a), calibration", "about 55% on this kind of machine"),
@@ -97,6 +99,8 @@ FIGURES = (
     Figure("queue_jobs_per_s", "queue: demo jobs/s through one worker", "vs Huey's no-op rate"),
     Figure("thumb_ms", "thumbnail of 2048x2048 (resize + WebP)", "vs Pillow's plain thumbnail()"),
     Figure("media_mb_s", "media download of {mb:.1f} MB", "vs the same file as a static file"),
+    Figure("upload_mb_s", "upload of a {mb:.1f} MB PNG", "vs the media download"),
+    Figure("upload_bomb_ms", "upload of a bomb refused (422), slowest of {count}", BOMB_MAX),
     Figure("rss_web", "RSS of web (master + workers) after {jobs:,} jobs", "reported"),
     Figure("rss_worker", "RSS of worker after {jobs:,} jobs", "reported"),
 )
@@ -127,7 +131,7 @@ def evaluate(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 def read(r: dict[str, Any]) -> dict[str, Reading]:
     """The value of every figure the results hold, by key."""
-    readers = (_throughput, _status_key, _slow_clients, _pages, _start, _worker, _media)
+    readers = (_throughput, _status_key, _slow_clients, _pages, _start, _worker, _media, _uploads)
     return {k: v for reader in readers for k, v in reader(r).items()}
 
 
@@ -262,3 +266,29 @@ def _media(r: dict[str, Any]) -> dict[str, Reading]:
     st = med(m["runs"]["static"], "mb_per_s")
     shown = f"{dk:,.0f} MB/s vs {st:,.0f} MB/s static ({pct(dk / st if st else None)})"
     return {"media_mb_s": Reading(dk, shown, {"mb": m["size_bytes"] / 1e6})}
+
+
+def _uploads(r: dict[str, Any]) -> dict[str, Reading]:
+    u = r.get("uploads")
+    if not u:
+        return {}
+    out = {}
+    runs = u.get("runs") or []
+    if runs:
+        up = med(runs, "mb_per_s")
+        shown = f"{num(up)} MB/s ({med(runs, 'uploads_per_s'):.1f} uploads/s, p50 "
+        shown += f"{med(runs, 'p50_ms'):.0f} ms"
+        errors = sum(x["errors"] for x in runs)
+        shown += f", {errors} errors)" if errors else ")"
+        media = r.get("media")
+        if media:
+            dk = med(media["runs"]["darkroom"], "mb_per_s")
+            shown += f" vs {dk:,.0f} MB/s media download ({pct(up / dk if dk else None)})"
+        out["upload_mb_s"] = Reading(up, shown, {"mb": u["size_bytes"] / 1e6})
+    if b := u.get("bomb"):
+        every = b["refused"] == b["count"] > 0  # a bomb answered otherwise is a miss
+        shown = f"{b['max_ms']:.1f} ms (p50 {b['p50_ms']:.1f}, p95 {b['p95_ms']:.1f} ms; "
+        shown += f"{b['refused']} of {b['count']} answered 422)"
+        value = b["max_ms"] if every else None
+        out["upload_bomb_ms"] = Reading(value, shown, {"count": b["count"]})
+    return out

@@ -1,12 +1,14 @@
 """`make bench`'s own parts: the load generator stops by itself, the report says what it must.
 
 The results fixture is the raw output of a real `python -m bench.run --quick --results ...`;
-when it predates the status-with-a-key phase, `results()` adds that phase from its status runs.
+when it predates the status-with-a-key phase, `results()` adds that phase from its status runs,
+and when it predates the uploads phase, synthetic uploads (`uploaded`).
 """
 
 from __future__ import annotations
 
 import copy
+import io
 import json
 import threading
 import time
@@ -16,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
+from PIL import Image
 
-from bench import load, report, targets
+from bench import load, report, report_web, targets, uploads
 from bench.load import Spec
 
 RESULTS = Path(__file__).parent / "data" / "bench-quick-results.json"
@@ -35,6 +39,7 @@ SECTIONS = (
     "## Queue throughput",
     "## Thumbnail of a 2048x2048 picture",
     "## Media download",
+    "## Uploads: `POST /api/v1/uploads`",
     "## Resident memory",
     "## Notes",
     "## History",
@@ -44,7 +49,49 @@ SECTIONS = (
 def results() -> dict[str, Any]:
     r = json.loads(RESULTS.read_text())
     r.setdefault("status_key", keyed_status(r["throughput"]["status"], share=0.95))
+    r.setdefault("uploads", uploaded([20.0, 24.0, 22.0], bomb_ms=[4.0, 6.0, 5.0, 30.0]))
     return r
+
+
+def uploaded(mb_per_s: list[float], bomb_ms: list[float], refused: int | None = None) -> Any:
+    """The uploads phase's results: rounds at these MB/s, bombs answered in these times."""
+    size = 4_194_013
+    runs = []
+    for mb in mb_per_s:
+        done = round(mb * 2e6 / size)
+        runs.append(
+            {
+                "connections": 4,
+                "duration_s": 2.0,
+                "uploads": done,
+                "errors": 0,
+                "statuses": {"201": done},
+                "bytes": int(mb * 2e6),
+                "mb_per_s": mb,
+                "uploads_per_s": mb * 1e6 / size,
+                "p50_ms": 4 * size / mb / 1e3,
+                "p95_ms": 6 * size / mb / 1e3,
+                "max_ms": 8 * size / mb / 1e3,
+                "server_cpu_ms": 290.0,
+                "not_deleted": 0,
+            }
+        )
+    count = len(bomb_ms)
+    refused = count if refused is None else refused
+    statuses = {"422": refused} | ({"500": count - refused} if refused < count else {})
+    bomb = {
+        "claims": [50_000, 50_000],
+        "bytes": 69,
+        "count": count,
+        "refused": refused,
+        "named_too_large": refused,
+        "statuses": statuses,
+        "ms": bomb_ms,
+        "p50_ms": load.percentile(bomb_ms, 50),
+        "p95_ms": load.percentile(bomb_ms, 95),
+        "max_ms": max(bomb_ms),
+    }
+    return {"size_bytes": size, "runs": runs, "bomb": bomb}
 
 
 def keyed_status(status: list[dict[str, Any]], share: float) -> dict[str, Any]:
@@ -77,9 +124,9 @@ def test_the_report_has_every_figure_table_and_plot(tmp_path: Path) -> None:
         assert f"]({plot})" in text
     evaluated = figures(results())
     targets = [f for f in evaluated.values() if f["ok"] is not None]
-    assert len(targets) == 16, "every target of issues 7 and 12, and the key's, is judged"
+    assert len(targets) == 17, "every target of issues 7, 12 and 14, and the key's, is judged"
     missed = sum(1 for f in targets if not f["ok"])
-    assert f"Missed: {missed} of 16 targets." in text
+    assert f"Missed: {missed} of 17 targets." in text
     assert "1 (1 SELECT; 1 pool checkout) with accounts off" in text
     assert "2 (2 SELECT; 2 pool checkouts) with the key" in text
 
@@ -100,6 +147,95 @@ def test_a_figure_below_its_target_is_a_miss() -> None:
     for sample in late["start_latency_idle"]:
         sample["from_return_ms"] = 150.0  # a job waits 150 ms for the worker
     assert figures(late)["start_idle_p50"]["ok"] is False
+
+
+def test_upload_throughput_stands_beside_the_media_download() -> None:
+    r = results()
+    keys = [f["key"] for f in targets.evaluate(r)]
+    assert keys.index("upload_mb_s") == keys.index("media_mb_s") + 1
+    up = figures(r)["upload_mb_s"]
+    assert up["name"] == "upload of a 4.2 MB PNG"
+    assert up["value"] == 22.0 and up["ok"] is None  # reported, no target
+    down = figures(r)["media_mb_s"]["value"]
+    assert up["target"] == "vs the media download"
+    assert up["shown"].startswith("22.0 MB/s (")
+    assert f"vs {down:,.0f} MB/s media download" in up["shown"]
+    assert "errors" not in up["shown"]
+    failing = copy.deepcopy(r)
+    failing["uploads"]["runs"][0]["errors"] = 3
+    assert "3 errors" in figures(failing)["upload_mb_s"]["shown"]
+
+
+def test_a_bomb_must_be_refused_every_time_in_under_100_ms() -> None:
+    r = results()
+    fast = figures(r)["upload_bomb_ms"]
+    assert fast["ok"] is True and fast["value"] == 30.0  # the slowest, not the median
+    assert fast["target"] == "< 100 ms"
+    assert fast["name"] == "upload of a bomb refused (422), slowest of 4"
+    assert "4 of 4 answered 422" in fast["shown"]
+    slow = copy.deepcopy(r)
+    slow["uploads"] = uploaded([22.0], bomb_ms=[4.0] * 29 + [120.0])  # one slow answer
+    assert figures(slow)["upload_bomb_ms"]["ok"] is False
+    wrong = copy.deepcopy(r)
+    wrong["uploads"] = uploaded([22.0], bomb_ms=[4.0] * 30, refused=29)  # one not refused
+    found = figures(wrong)["upload_bomb_ms"]
+    assert found["ok"] is False and "29 of 30 answered 422" in found["shown"]
+
+
+def test_the_uploads_section_has_both_tables() -> None:
+    r = results()
+    text = "\n".join(report_web.uploads(r))
+    assert "| upload (201) | 22.0 | 20.0, 24.0, 22.0 | 5.2 uploads |" in text
+    assert "| 0 | 290 ms per upload |" in text
+    assert "| media download, for comparison |" in text
+    assert "claims 50,000 x 50,000 pixels, sent 4 times" in text
+    assert "| bomb upload | 4 of 4 | 4 | 5.5 ms |" in text and "| 30.0 ms | **pass** |" in text
+    wrong = copy.deepcopy(r)
+    wrong["uploads"] = uploaded([22.0], bomb_ms=[4.0] * 3, refused=2)
+    text = "\n".join(report_web.uploads(wrong))
+    assert "| 4.0 ms | **MISS** |" in text and "Other answers: 1 x 500." in text
+    assert report_web.uploads({}) == []
+
+
+def test_upload_variants_are_the_same_picture_in_other_bytes() -> None:
+    buffer = io.BytesIO()
+    Image.effect_noise((64, 48), 64).convert("RGB").save(buffer, "PNG")
+    png = buffer.getvalue()
+    one, two = uploads.with_counter(png, 1), uploads.with_counter(png, 2)
+    assert len({png, one, two}) == 3
+    with Image.open(io.BytesIO(one)) as a, Image.open(io.BytesIO(png)) as b:
+        assert a.tobytes() == b.tobytes()  # the chunk's CRC is right: it reads strictly
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(io.BytesIO(uploads.bomb()))
+    samples = [
+        {"ms": 100.0, "status": 201, "bytes": 4_000_000},
+        {"ms": 300.0, "status": 201, "bytes": 4_000_000},
+        {"ms": 5.0, "status": 413, "bytes": 4_000_000},
+    ]
+    found = uploads.summarise(samples, wall=2.0, connections=4)
+    assert found["mb_per_s"] == 4.0 and found["uploads_per_s"] == 1.0  # only what was stored
+    assert found["errors"] == 1 and found["statuses"] == {"201": 2, "413": 1}
+    assert found["p50_ms"] == 100.0 and found["max_ms"] == 300.0
+
+
+def test_the_api_stores_each_variant_and_refuses_the_bomb(client: FlaskClient) -> None:
+    """What the phase measures: variants are not deduplicated, a bomb is a 422."""
+    buffer = io.BytesIO()
+    Image.effect_noise((64, 48), 64).convert("RGB").save(buffer, "PNG")
+
+    def post(data: bytes) -> Any:
+        body, content_type = uploads.multipart(data)
+        return client.post("/api/v1/uploads", data=body, content_type=content_type)
+
+    ids = set()
+    for n in (1, 2):
+        answer = post(uploads.with_counter(buffer.getvalue(), n))
+        assert answer.status_code == 201, answer.get_json()
+        ids.add(answer.get_json()["id"])
+    assert len(ids) == 2
+    refused = post(uploads.with_counter(uploads.bomb(), 1))
+    assert refused.status_code == 422
+    assert refused.get_json()["detail"][0]["type"] == "image_too_large"
 
 
 def test_notes_are_kept_and_history_grows_across_runs(tmp_path: Path) -> None:
