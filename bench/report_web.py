@@ -113,7 +113,8 @@ def status_key(r: dict[str, Any]) -> list[str]:
         f"A second stack with `DARKROOM_AUTH=on`; its user and key (scopes read and generate) "
         f"made with `flask users create` and `flask keys create`, its {found['jobs']} jobs "
         "submitted with the key. Runs alternate, round by round, with the same reads on the "
-        f"stack with accounts off. Target: {bound.text()} of the reads with accounts off.",
+        f"stack with accounts off. Target: {bound.text()} of the reads with accounts off, "
+        "judged on the median of the rounds' ratios (each round's two runs back to back).",
         "",
     ]
     L += _throughput_table(found["runs"], ["status", "status_key"], "status")

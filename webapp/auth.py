@@ -202,23 +202,32 @@ def _stamp(value: Any) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-_readers = threading.local()
+_readers: dict[tuple[int, str], tuple[threading.Lock, sqlite3.Connection]] = {}
+_readers_lock = threading.Lock()
 
 
-def _sqlite_reader(database: str) -> sqlite3.Connection:
-    """This thread's own read-only connection to a SQLite file, for key reads.
+def _sqlite_key_row(database: str, key_hash: str) -> Any:
+    """`_KEY_SQL` on the process's own read-only connection to a SQLite file.
 
     Taking a connection from the pool and giving it back (with its reset) cost more than the
     indexed SELECT itself. SQLite runs a lone SELECT in its own snapshot of the last commit,
-    so a revoked key is seen at once. Kept per process (a forked worker opens its own).
+    so a revoked key is seen at once. One connection per process and file (a forked worker
+    opens its own), used under a lock: the SELECT never yields to another greenlet, so
+    under gevent the lock is never waited for, and threads take turns for microseconds.
     """
-    conns: dict[tuple[int, str], sqlite3.Connection] = _readers.__dict__.setdefault("conns", {})
-    conn = conns.get((os.getpid(), database))
-    if conn is None:
-        conn = sqlite3.connect(database, timeout=15, isolation_level=None)
-        conn.execute("PRAGMA query_only=ON")
-        conns[(os.getpid(), database)] = conn
-    return conn
+    found = _readers.get((os.getpid(), database))
+    if found is None:
+        with _readers_lock:
+            found = _readers.get((os.getpid(), database))
+            if found is None:
+                conn = sqlite3.connect(
+                    database, timeout=15, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("PRAGMA query_only=ON")
+                found = _readers[(os.getpid(), database)] = (threading.Lock(), conn)
+    lock, conn = found
+    with lock:
+        return conn.execute(_KEY_SQL.format("?"), (key_hash,)).fetchone()
 
 
 def _key_row(key_hash: str) -> tuple[Any, ...] | None:
@@ -226,7 +235,7 @@ def _key_row(key_hash: str) -> tuple[Any, ...] | None:
     engine = db.engine
     database = engine.url.database if engine.dialect.name == "sqlite" else None
     if database and database != ":memory:" and not database.startswith("file:"):
-        row = _sqlite_reader(database).execute(_KEY_SQL.format("?"), (key_hash,)).fetchone()
+        row = _sqlite_key_row(database, key_hash)
         return tuple(row) if row is not None else None
     marker = "?" if engine.dialect.paramstyle == "qmark" else "%s"
     conn = engine.raw_connection()  # the pool's connection, without a Connection around it
