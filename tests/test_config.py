@@ -103,11 +103,10 @@ def test_the_processes_refuse_to_start_on_a_bad_setting(entry: str, tmp_path: Pa
 
 
 def test_every_setting_is_documented() -> None:
-    """The README's table (and docs/replicate.md for Replicate's) names every setting."""
+    """The README's table (or a provider's page in docs/) names every setting."""
     internal = ("API_", "OPENAPI_", "SQLALCHEMY_")
-    documented = (PROJECT_ROOT / "README.md").read_text() + (
-        PROJECT_ROOT / "docs" / "replicate.md"
-    ).read_text()
+    pages = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
+    documented = "".join(page.read_text() for page in pages)
     missing = [
         key
         for key in vars(Defaults)

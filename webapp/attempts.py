@@ -8,6 +8,7 @@ read, list, cancel) is `webapp.jobs`.
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 import uuid
@@ -16,17 +17,22 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from PIL import Image
+from sqlalchemy import delete, func, select, update
 
 from webapp.database import rows_changed, write_transaction
 from webapp.extensions import db
 from webapp.media import StoredImage, remove_files, remove_stored
-from webapp.models import CLAIMABLE_STATUSES, Job, JobStatus, now_utc
+from webapp.models import CLAIMABLE_STATUSES, Job, JobPreview, JobStatus, now_utc
 from webapp.queue import enqueue_job
 from webapp.signals import announce_finished
 from webapp.workers import local_worker_is_dead, worker_identity
 
 log = logging.getLogger(__name__)
+
+MAX_FAILOVERS = 5
+"""Moves of one job off backends that went down that do not count as retries (the first
+one does); past these, each counts as any retry does."""
 
 # Media ids of an attempt's outputs derive from its lease token (see `output_media_id`).
 OUTPUT_IDS = uuid.UUID("1f0c1b7e-6a51-4f58-9a43-3d2f4c8e7b10")
@@ -108,6 +114,53 @@ def remember_provider_job_id(claim: Claim, provider_job_id: str) -> bool:
     return changed == 1
 
 
+def remember_backend(claim: Claim, backend_key: str) -> bool:
+    """Note which backend this attempt runs on (counted as its queue, and told to cancel)."""
+    with write_transaction():
+        changed = rows_changed(_fenced(claim).values(backend=backend_key, updated_at=now_utc()))
+    return changed == 1
+
+
+PREVIEW_SIDE = 384  # the running card's width, twice over for sharp screens
+PREVIEW_QUALITY = 70
+
+
+def purge_previews() -> int:
+    """Forget the previews of jobs no longer running; returns how many."""
+    with write_transaction():
+        gone = rows_changed(
+            delete(JobPreview)
+            .where(
+                JobPreview.job_id.not_in(select(Job.id).where(Job.status == JobStatus.PROCESSING))
+            )
+            .execution_options(synchronize_session=False)
+        )
+    return gone
+
+
+def store_preview(claim: Claim, image: Image.Image) -> bool:
+    """Keep a small JPEG of a running job's latest preview (replacing the one before)."""
+    small = image.convert("RGB")
+    small.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    small.save(buffer, "JPEG", quality=PREVIEW_QUALITY)
+    now = now_utc()
+    with write_transaction():
+        if rows_changed(_fenced(claim).values(updated_at=now)) != 1:
+            return False
+        preview = db.session.get(JobPreview, claim.job_id)
+        if preview is None:
+            db.session.add(
+                JobPreview(
+                    job_id=claim.job_id, data=buffer.getvalue(), mime_type="image/jpeg",
+                    updated_at=now,
+                )
+            )  # fmt: skip
+        else:
+            preview.data, preview.updated_at = buffer.getvalue(), now
+    return True
+
+
 # -- outputs ----------------------------------------------------------------------------
 
 
@@ -155,8 +208,11 @@ def discard_outputs(claim: Claim) -> int:
 # -- ending an attempt ------------------------------------------------------------------
 
 
-def complete_job(claim: Claim, outputs: list[StoredImage]) -> bool:
-    """Record the outputs and mark the job completed; False (files removed) if it was lost."""
+def complete_job(
+    claim: Claim, outputs: list[StoredImage], provider_output: dict[str, Any] | None = None
+) -> bool:
+    """Record the outputs (and what the provider reported about the run) and mark the job
+    completed; False (files removed) if it was lost."""
     now = now_utc()
     try:
         with write_transaction():
@@ -168,12 +224,14 @@ def complete_job(claim: Claim, outputs: list[StoredImage]) -> bool:
                     lease_token=None,
                     lease_expires_at=None,
                     error_message=None,
+                    provider_output=provider_output or None,
                     updated_at=now,
                 )
             )
             if changed != 1:
                 raise _FenceRefused
             db.session.add_all(out.to_media(claim.job_id, i, now) for i, out in enumerate(outputs))
+            db.session.execute(delete(JobPreview).where(JobPreview.job_id == claim.job_id))
     except _FenceRefused:
         for out in outputs:
             remove_files(out.storage_path, out.thumbnail_path)
@@ -197,14 +255,38 @@ def fail_attempt(
     transient: bool,
     details: dict[str, Any] | None = None,
     retry_after: float | None = None,
+    failover: bool = False,
 ) -> JobStatus | None:
-    """End an attempt that failed: retry later if allowed, else fail. Returns the new status."""
+    """End an attempt that failed: retry later if allowed, else fail. Returns the new status.
+
+    A `failover` (the attempt's backend went down and another can take the job) is retried
+    at once; of a job's failovers only the first counts against `max_retries`, up to
+    `MAX_FAILOVERS` (then they count as any retry does).
+    """
     job = db.session.get(Job, claim.job_id, populate_existing=True)
     if job is None:
         return None
     now = now_utc()
+    if transient and failover and 0 < job.backend_failovers < MAX_FAILOVERS:
+        with write_transaction():
+            changed = rows_changed(
+                _fenced(claim).values(
+                    status=JobStatus.RETRYING,
+                    backend_failovers=Job.backend_failovers + 1,
+                    run_after=None,
+                    lease_token=None,
+                    lease_expires_at=None,
+                    error_message=message,
+                    updated_at=now,
+                )
+            )
+        if changed == 1:
+            enqueue_job(claim.job_id)
+            return JobStatus.RETRYING
     if transient and job.retry_count < job.max_retries:
-        delay = retry_delay(job.retry_count, retry_after)
+        if failover:
+            retry_after = 0.0
+        delay = 0.0 if failover else retry_delay(job.retry_count, retry_after)
         with write_transaction():
             changed = rows_changed(
                 _fenced(claim)
@@ -212,6 +294,7 @@ def fail_attempt(
                 .values(
                     status=JobStatus.RETRYING,
                     retry_count=Job.retry_count + 1,
+                    backend_failovers=Job.backend_failovers + (1 if failover else 0),
                     run_after=now + timedelta(seconds=delay),
                     lease_token=None,
                     lease_expires_at=None,

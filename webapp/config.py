@@ -6,6 +6,7 @@ import math
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,6 +35,21 @@ class Defaults:
     ESTIMATE_CACHE_SECONDS = 10.0  # how long a process reuses a model's recent mean run time
     DOORBELL_WAIT_SECONDS = 1.0  # an idle worker checks the queue at least this often
     DEMO_STEP_SECONDS = 0.25
+    # Self-hosted providers: comma-separated base URLs of their servers (docs/a1111.md,
+    # docs/comfyui.md); a down server is tried again after this back-off, doubled per
+    # failure in a row up to ten times (the worker also probes every server each minute).
+    A1111_URLS = ""
+    COMFYUI_URLS = ""
+    BACKEND_RETRY_SECONDS = 5.0
+    A1111_CONNECT_TIMEOUT = 5.0
+    A1111_READ_TIMEOUT = 600.0  # txt2img answers only when the picture is done
+    A1111_POLL_SECONDS = 1.0  # progress and preview reads while a picture is made
+    COMFYUI_CONNECT_TIMEOUT = 5.0
+    COMFYUI_READ_TIMEOUT = 60.0
+    COMFYUI_DEADLINE_SECONDS = 900.0  # a prompt still running after this is interrupted
+    # OpenAI (OPENAI_API_KEY enables it; OPENAI_BASE_URL for compatible servers; docs/openai.md).
+    OPENAI_CONNECT_TIMEOUT = 5.0
+    OPENAI_READ_TIMEOUT = 300.0  # an image call answers only when the pictures are done
     # Replicate (REPLICATE_API_TOKEN enables it; see docs/replicate.md).
     REPLICATE_POLL_SECONDS = 1.0  # between status checks of a running prediction
     REPLICATE_WAIT_SECONDS = 0  # >0: create with `Prefer: wait=N` (see docs for the trade-off)
@@ -90,7 +106,10 @@ def from_environment() -> dict[str, Any]:
         if url.startswith("postgres://"):
             url = "postgresql://" + url.removeprefix("postgres://")
         config["SQLALCHEMY_DATABASE_URI"] = url
-    for key in ("REDIS_URL", "REPLICATE_API_TOKEN", "REPLICATE_BASE_URL"):
+    for key in (
+        "REDIS_URL", "REPLICATE_API_TOKEN", "REPLICATE_BASE_URL", "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+    ):  # fmt: skip
         if env.get(key):
             config[key] = env[key]
     config["PORT"] = int(env.get("PORT") or 8000)
@@ -103,7 +122,7 @@ POSITIVE = frozenset(
         "REPLICATE_CONNECT_TIMEOUT", "REPLICATE_READ_TIMEOUT", "REPLICATE_DEADLINE_SECONDS",
         "REPLICATE_MAX_DOWNLOAD_BYTES", "REPLICATE_MAX_PIXELS", "WEBHOOK_CONNECT_TIMEOUT",
         "WEBHOOK_TIMEOUT", "WEBHOOK_CONCURRENCY", "WEBHOOK_PER_HOST", "MAX_CONTENT_LENGTH",
-        "SIGNED_URL_SECONDS", "MAX_UPLOAD_BYTES", "MAX_UPLOAD_PIXELS",
+        "SIGNED_URL_SECONDS", "MAX_UPLOAD_BYTES", "MAX_UPLOAD_PIXELS", "BACKEND_RETRY_SECONDS",
     }
 )  # fmt: skip
 """Numeric settings that must be above zero; the other numeric ones may also be zero."""
@@ -167,8 +186,34 @@ def check_settings(config: dict[str, Any]) -> None:
             tls_context(str(config["WEBHOOK_CA_BUNDLE"]))
         except ValueError as exc:
             problems.append(f"DARKROOM_WEBHOOK_CA_BUNDLE: {exc}")
+    for key in ("A1111_URLS", "COMFYUI_URLS"):
+        try:
+            server_urls(str(config.get(key) or ""))
+        except ValueError as exc:
+            problems.append(f"DARKROOM_{key}: expected comma-separated http(s) URLs, {exc}")
     if problems:
         raise RuntimeError("invalid settings: " + "; ".join(problems))
+
+
+def server_urls(value: str) -> list[tuple[str, tuple[str, str] | None]]:
+    """The servers a comma-separated setting lists: (URL without credentials or trailing
+    slash, (user, password) or None); ValueError names one that is not an http(s) URL."""
+    servers = []
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        parts = urlsplit(item)
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError:
+            raise ValueError(f"not an http(s) URL: {item!r}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {item!r}")
+        auth = (unquote(parts.username), unquote(parts.password or "")) if parts.username else None
+        netloc = parts.netloc.rpartition("@")[2]  # host and port, brackets kept
+        servers.append((urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")), auth))
+    return servers
 
 
 def _switch(value: Any) -> str | None:

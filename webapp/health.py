@@ -13,6 +13,7 @@ from sqlalchemy import select, text
 from webapp.extensions import db, huey
 from webapp.media import storage_problem
 from webapp.models import WorkerBeat, now_utc
+from webapp.providers import backends
 
 log = logging.getLogger(__name__)
 
@@ -116,5 +117,6 @@ def report() -> dict[str, Any]:
         "version": __version__,
         "environment": current_app.config["ENVIRONMENT"],
         "services": services,
+        "backends": backends.health(),
         "timestamp": now_utc(),
     }

@@ -162,6 +162,13 @@ class Job(Model):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     worker_id: Mapped[str | None] = mapped_column(String(128))
     provider_job_id: Mapped[str | None] = mapped_column(String(128))
+    # The server of a self-hosted provider the current (or last) attempt ran on
+    # (`webapp.providers.backends`), and how often the job moved off one that went down.
+    backend: Mapped[str | None] = mapped_column(String(300))
+    backend_failovers: Mapped[int] = mapped_column(default=0, server_default="0")
+    # What the provider reported about the run: OpenAI's revised prompt and token usage,
+    # the seed a server really used.
+    provider_output: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     client_ip: Mapped[str | None] = mapped_column(String(64))
     # Who made it (None: made while accounts were off, until an administrator takes it over).
     owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
@@ -275,6 +282,35 @@ class JobInput(Model):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     role: Mapped[str] = mapped_column(String(16), primary_key=True)
     upload_id: Mapped[str] = mapped_column(String(36), index=True)
+
+
+class BackendState(Model):
+    """What is known of one backend of a self-hosted provider, shared by every process:
+    whether it answers, the models it offers, and until when a down one is left alone."""
+
+    __tablename__ = "backends"
+
+    key: Mapped[str] = mapped_column(String(320), primary_key=True)  # "provider url"
+    provider: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str] = mapped_column(String(300))  # without credentials
+    up: Mapped[bool] = mapped_column(Boolean, default=True)
+    failures: Mapped[int] = mapped_column(default=0)  # in a row; sets the back-off
+    down_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    models: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+
+class JobPreview(Model):
+    """The latest preview picture of a running job (a small JPEG), for the browser."""
+
+    __tablename__ = "job_previews"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    mime_type: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
 
 
 class WorkerBeat(Model):

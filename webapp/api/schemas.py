@@ -119,6 +119,13 @@ class JobSchema(ma.Schema):
     max_retries = fields.Integer(required=True)
     error_message = fields.String(allow_none=True)
     error_details = fields.Dict(allow_none=True)
+    provider_output = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "What the provider reported about the run, once completed: "
+            "OpenAI's `revised_prompt` and `usage`, the `seed` a server used"
+        },
+    )
     media = fields.List(
         fields.Nested(MediaSummarySchema),
         attribute="media_or_none",
@@ -361,6 +368,18 @@ class HealthServicesSchema(ma.Schema):
     worker = fields.Boolean(required=True)
 
 
+class BackendHealthSchema(ma.Schema):
+    """One server of a self-hosted provider (AUTOMATIC1111/Forge, ComfyUI)."""
+
+    provider = fields.String(required=True, metadata={"enum": ["a1111", "comfyui"]})
+    url = fields.String(required=True, metadata={"description": "Without credentials"})
+    status = fields.String(required=True, metadata={"enum": ["up", "down"]})
+    models = fields.Integer(required=True, metadata={"description": "How many it offers"})
+    last_error = fields.String(allow_none=True, metadata={"description": "Why it is down"})
+    retry_at = UTCDateTime(allow_none=True, metadata={"description": "When it is tried again"})
+    checked_at = UTCDateTime(allow_none=True)
+
+
 class HealthSchema(ma.Schema):
     """The service's health."""
 
@@ -368,6 +387,11 @@ class HealthSchema(ma.Schema):
     version = fields.String(required=True)
     environment = fields.String(required=True)
     services = fields.Nested(HealthServicesSchema, required=True)
+    backends = fields.List(
+        fields.Nested(BackendHealthSchema),
+        required=True,
+        metadata={"description": "The servers of self-hosted providers (empty for none)"},
+    )
     timestamp = UTCDateTime(required=True)
 
 

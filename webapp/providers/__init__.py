@@ -7,11 +7,24 @@ from __future__ import annotations
 
 from flask import current_app
 
+from webapp.providers import backends
+from webapp.providers.a1111 import A1111Provider
 from webapp.providers.base import ModelSpec, Provider
+from webapp.providers.comfyui import ComfyUIProvider
 from webapp.providers.demo import DemoProvider
+from webapp.providers.openai import OpenAIProvider
 from webapp.providers.replicate import ReplicateProvider
 
-PROVIDERS: dict[str, Provider] = {p.name: p for p in (DemoProvider(), ReplicateProvider())}
+PROVIDERS: dict[str, Provider] = {
+    p.name: p
+    for p in (
+        DemoProvider(),
+        ReplicateProvider(),
+        OpenAIProvider(),
+        A1111Provider(),
+        ComfyUIProvider(),
+    )
+}
 
 
 def available_models() -> dict[str, ModelSpec]:
@@ -41,3 +54,10 @@ def get_model(model_id: str) -> ModelSpec | None:
 def provider_for(spec: ModelSpec) -> Provider:
     """The provider that runs a model."""
     return PROVIDERS[spec.provider]
+
+
+def probe_all_providers() -> None:
+    """Probe every server of the providers that have several (`webapp.providers.backends`)."""
+    for provider in PROVIDERS.values():
+        if provider.uses_backends and backends.configured(provider.name):
+            backends.probe_all(provider.name, provider.probe)  # type: ignore[attr-defined]

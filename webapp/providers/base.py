@@ -129,12 +129,25 @@ class GenerationTask:
     provider_job_id: str | None = None
     # The input pictures by role (`webapp.inputs.InputPicture`: bytes, type, size).
     inputs: dict[str, Any] = field(default_factory=dict)
+    # The server this attempt runs on, for providers with several (`backends.Backend`).
+    backend: Any = None
+    # Shows a running job's latest preview picture in the browser (at most once a second).
+    report_preview: Callable[[Image.Image], None] = lambda image: None
+    # What the provider reports about the run, kept on the job as `provider_output`
+    # (OpenAI's revised prompt and token usage, the seed a server really used).
+    output: dict[str, Any] = field(default_factory=dict)
 
 
 class Provider(Protocol):
-    """What every provider module offers."""
+    """What every provider module offers.
+
+    A provider with several servers (`uses_backends`) also has `probe(backend)`, which reads
+    a server's models (`backends.Probed`) or raises; its models carry the name the server
+    knows them by in `extra["backend_model"]`, and `generate` runs on `task.backend`.
+    """
 
     name: str
+    uses_backends: bool
 
     def models(self) -> list[ModelSpec]:
         """The models this provider can run with the current configuration."""
@@ -144,6 +157,7 @@ class Provider(Protocol):
         """Run one attempt and return the output images, reporting progress as it goes."""
         ...
 
-    def cancel(self, provider_job_id: str) -> None:
-        """Ask the provider to stop a run it started."""
+    def cancel(self, provider_job_id: str, backend: Any = None) -> None:
+        """Ask the provider to stop a run it started (on `backend`, for providers with
+        several servers)."""
         ...

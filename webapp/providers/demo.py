@@ -73,6 +73,7 @@ class DemoProvider:
     """Runs the demo model in the worker process, pacing steps to show progress."""
 
     name = "demo"
+    uses_backends = False
 
     def models(self) -> list[ModelSpec]:
         """The demo model is always available."""
@@ -100,5 +101,5 @@ class DemoProvider:
         strength = float(params.get("prompt_strength", 0.8))
         return [over_input(drawing, start, strength, mask) for drawing in drawings]
 
-    def cancel(self, provider_job_id: str) -> None:
+    def cancel(self, provider_job_id: str, backend: object = None) -> None:
         """Nothing to tell: the demo runs in-process and stops at its next progress report."""

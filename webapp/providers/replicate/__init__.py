@@ -44,6 +44,7 @@ class ReplicateProvider:
     """Runs the Replicate models when `REPLICATE_API_TOKEN` is configured."""
 
     name = "replicate"
+    uses_backends = False
 
     def models(self) -> list[ModelSpec]:
         """The Replicate models, or none without a token."""
@@ -67,7 +68,7 @@ class ReplicateProvider:
         size = parse_size(task.params.get(RESIZE_KEY))
         return [cover_fit(image, size) for image in images]
 
-    def cancel(self, provider_job_id: str) -> None:
+    def cancel(self, provider_job_id: str, backend: object = None) -> None:
         """Cancel a prediction (the job was cancelled); failures are logged, not raised."""
         try:
             settings = Settings.from_config(current_app.config)
