@@ -21,7 +21,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import IO, Any
 
 from flask import current_app
 from PIL import Image
@@ -38,6 +38,7 @@ from webapp.uploads import (
     UploadTooLarge,
     create_upload,
     get_upload,
+    read_limited,
 )
 from webapp.validation import RequestInvalid, error_item
 
@@ -141,7 +142,7 @@ def choose_inputs(requested: dict[str, Any], owner_id: str | None) -> dict[str, 
 
 def _upload_for(role: str, reference: str, owner_id: str | None) -> Upload:
     if _DATA_URI.match(reference):
-        return _store(role, _decode_data_uri(role, reference), owner_id)
+        return store_picture(role, _decode_data_uri(role, reference), owner_id)
     if not _is_id(reference):
         raise _refused(
             "input_invalid",
@@ -190,9 +191,12 @@ def _too_large(role: str, limit: int) -> RequestInvalid:
     )
 
 
-def _store(role: str, data: bytes, owner_id: str | None) -> Upload:
-    """Store sent bytes as an upload, its problems named by the parameter."""
+def store_picture(role: str, data: bytes | IO[bytes], owner_id: str | None) -> Upload:
+    """Store a sent picture (bytes, or a file read up to the upload limit) as an upload,
+    its problems named by the parameter it fills."""
     try:
+        if not isinstance(data, bytes):
+            data = read_limited(data, int(current_app.config["MAX_UPLOAD_BYTES"]))
         return create_upload(data, owner_id)
     except UploadTooLarge as exc:
         raise _too_large(role, int(current_app.config["MAX_UPLOAD_BYTES"])) from exc
@@ -218,7 +222,7 @@ def _from_media(role: str, media_id: str, owner_id: str | None) -> Upload:
             "The media item's file was removed by the retention period",
             media_id,
         ) from exc
-    return _store(role, data, owner_id)
+    return store_picture(role, data, owner_id)
 
 
 def size_from_image(spec: ModelSpec, image: Upload) -> dict[str, int]:

@@ -9,10 +9,12 @@ from typing import Any
 from flask import Blueprint, Response, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from webapp import accounts, jobs, webhooks
+from webapp import accounts, jobs, uploads, webhooks
 from webapp import media as storage
 from webapp.api.media import send_media, send_thumbnail
+from webapp.api.uploads import send_upload
 from webapp.auth import current_user_id, owner_filter, user_filter
+from webapp.bodies import larger_body
 from webapp.gallery import gallery_page, jobs_by_ids, queue_counts
 from webapp.htmx import HTMX_CONFIG, render, wants_partial
 from webapp.models import JobStatus, any_running, utc_text
@@ -21,12 +23,18 @@ from webapp.pages.forms import (
     FormState,
     curl_command,
     errors_by_field,
+    input_links,
+    input_pictures,
+    kept_pictures,
+    picture_model,
     prefill,
     ratio_class,
     request_data,
+    store_pictures,
 )
 from webapp.pages.labels import FILTER_OPTIONS, placeholder_label
 from webapp.providers import available_models, default_model_id, get_model
+from webapp.providers.base import ModelSpec
 from webapp.ratelimit import limited
 from webapp.validation import RequestInvalid, parse_job_data
 
@@ -34,6 +42,8 @@ bp = Blueprint("pages", __name__)
 bp.before_request(require_account)
 bp.add_app_template_global(curl_command)
 bp.add_app_template_global(ratio_class)
+bp.add_app_template_global(input_links)
+bp.add_app_template_global(input_pictures)
 bp.add_app_template_filter(placeholder_label)
 
 # The filter's options, and any single status a link may name (`?status=pending`).
@@ -89,7 +99,8 @@ def _user_names() -> list[str]:
 
 @bp.get("/")
 def index() -> Response:
-    """The create form, the live queue and the gallery."""
+    """The create form, the live queue and the gallery; `?image=` (an upload or a media
+    item's id) opens the form with that picture, `&edit=1` with the mask editor on it."""
     values: dict[str, Any] = {}
     model_id = request.args.get("model")
     remix_id = request.args.get("remix")
@@ -97,7 +108,12 @@ def index() -> Response:
         source = jobs.get_job(remix_id, owner_filter())
         values = prefill(source, new_seed=request.args.get("seed") == "new")
         model_id = source.model
-    form = FormState(_model(model_id), values=values)
+    if request.args.get("image"):  # Use as input, Edit
+        values["image"] = request.args["image"]
+    edit = request.args.get("edit") == "1"
+    pictures = kept_pictures(values, owner_filter())
+    spec = picture_model(_model(model_id), [*pictures, *(["mask"] if edit else [])])
+    form = FormState(spec, values=values, pictures=pictures, edit=edit)
     return render("index.html", **_page_context(form))
 
 
@@ -135,28 +151,37 @@ def gallery() -> BaseResponse:
 
 @bp.post("/jobs")
 @limited("RATE_LIMIT_CREATE", "create")
+@larger_body("MAX_UPLOAD_BYTES", base64_copies=2)  # a picture and a painted mask, as files
 def create() -> BaseResponse:
-    """Submit the create form through the same domain function as the API."""
+    """Submit the create form through the same domain function as the API; its picture
+    files are stored as uploads first, so the form keeps them if it comes back."""
     spec = _model(request.form.get("model"))
+    pictures, problems = store_pictures(request.form, request.files, current_user_id())
     try:
+        if problems:
+            raise RequestInvalid(problems)
         job = jobs.submit_job(
-            parse_job_data(request_data(request.form, spec)),
+            parse_job_data(request_data(request.form, spec, pictures)),
             client_ip=request.remote_addr,
             owner_id=current_user_id(),
         )
     except RequestInvalid as exc:
-        form = FormState(spec, values=request.form.to_dict(), errors=errors_by_field(exc.errors))
-        if wants_partial():
-            response = render(
-                "partials/create_form.html", 422, form=form, models=available_models()
-            )
-            response.headers["HX-Retarget"] = "#create-form"
-            response.headers["HX-Reswap"] = "outerHTML"
-            return response
-        return render("index.html", 422, **_page_context(form))
+        return _invalid_form(spec, {**request.form.to_dict(), **pictures}, exc)
     if not wants_partial():
         return redirect(url_for(".index"), 303)
     return render("partials/created.html", job=job, counts=queue_counts(owner_filter()))
+
+
+def _invalid_form(spec: ModelSpec, values: dict[str, Any], exc: RequestInvalid) -> Response:
+    """The create form again with its values, its pictures and the problems (422)."""
+    pictures = kept_pictures(values, owner_filter())
+    form = FormState(spec, values=values, errors=errors_by_field(exc.errors), pictures=pictures)
+    if wants_partial():
+        response = render("partials/create_form.html", 422, form=form, models=available_models())
+        response.headers["HX-Retarget"] = "#create-form"
+        response.headers["HX-Reswap"] = "outerHTML"
+        return response
+    return render("index.html", 422, **_page_context(form))
 
 
 @bp.get("/poll")
@@ -267,6 +292,12 @@ def media_file(media_id: str) -> Response:
         storage.get_live_media(media_id, owner_filter()),
         download=request.args.get("download") == "1",
     )
+
+
+@bp.get("/uploads/<upload_id>")
+def upload_file(upload_id: str) -> Response:
+    """An input picture for the pages (same bytes and headers as the API's download)."""
+    return send_upload(uploads.get_live_upload(upload_id, owner_filter()))
 
 
 @bp.get("/media/<media_id>/thumbnail")
