@@ -22,7 +22,7 @@ from webapp.media import media_root, store_image
 from webapp.models import DeliveryStatus, Job, JobStatus, Media, WebhookEvent, now_utc
 from webapp.queue import enqueue_job
 from webapp.signals import job_finished
-from webapp.tasks import _Heartbeat
+from webapp.runs import _Heartbeat
 from webapp.validation import JobCreate
 
 

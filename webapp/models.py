@@ -8,6 +8,7 @@ the same lowercase values they always did.
 
 from __future__ import annotations
 
+import base64
 import enum
 import uuid
 from collections.abc import Iterable
@@ -185,6 +186,16 @@ class Job(Model):
     webhook_events: Mapped[list[WebhookEvent]] = relationship(
         order_by="WebhookEvent.created_at", viewonly=True
     )
+    # The latest preview of a running job (read only for running cards and pages).
+    preview: Mapped[JobPreview | None] = relationship(viewonly=True)
+
+    @property
+    def live_preview(self) -> str | None:
+        """The running job's latest preview as a `data:` URI, for the page's one poll to
+        carry inline (no request per card), or None."""
+        if self.status != JobStatus.PROCESSING or self.preview is None:
+            return None
+        return self.preview.data_uri()
 
     @property
     def media_or_none(self) -> list[Media] | None:
@@ -311,6 +322,10 @@ class JobPreview(Model):
     data: Mapped[bytes] = mapped_column(LargeBinary)
     mime_type: Mapped[str] = mapped_column(String(32))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+    def data_uri(self) -> str:
+        """The picture as a `data:` URI."""
+        return f"data:{self.mime_type};base64,{base64.b64encode(self.data).decode('ascii')}"
 
 
 class WorkerBeat(Model):

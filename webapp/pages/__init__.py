@@ -33,7 +33,7 @@ from webapp.pages.forms import (
     store_pictures,
 )
 from webapp.pages.labels import FILTER_OPTIONS, placeholder_label
-from webapp.providers import available_models, default_model_id, get_model
+from webapp.providers import available_models, backends, default_model_id, get_model
 from webapp.providers.base import ModelSpec
 from webapp.ratelimit import limited
 from webapp.validation import RequestInvalid, parse_job_data
@@ -74,13 +74,18 @@ def _model(model_id: str | None) -> Any:
     return get_model(model_id or "") or get_model(default_model_id())
 
 
+def _menu() -> dict[str, Any]:
+    """The model menu: the models on offer, and the servers that do not answer."""
+    return {"models": available_models(), "servers_down": backends.down()}
+
+
 def _page_context(form: FormState) -> dict[str, Any]:
     """Everything the index page shows around the form."""
     filters = _filters()
     page = gallery_page(None, filters["q"], filters["status"], owner=user_filter(filters["user"]))
     return {
         "form": form,
-        "models": available_models(),
+        **_menu(),
         "filters": filters,
         "page": page,
         "counts": queue_counts(owner_filter()),
@@ -177,7 +182,7 @@ def _invalid_form(spec: ModelSpec, values: dict[str, Any], exc: RequestInvalid) 
     pictures = kept_pictures(values, owner_filter())
     form = FormState(spec, values=values, errors=errors_by_field(exc.errors), pictures=pictures)
     if wants_partial():
-        response = render("partials/create_form.html", 422, form=form, models=available_models())
+        response = render("partials/create_form.html", 422, form=form, **_menu())
         response.headers["HX-Retarget"] = "#create-form"
         response.headers["HX-Reswap"] = "outerHTML"
         return response

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS = {"a1111": "A1111_URLS", "comfyui": "COMFYUI_URLS"}
 """The setting that lists each self-hosted provider's servers."""
+LABELS = {"a1111": "AUTOMATIC1111", "comfyui": "ComfyUI"}
 STATE_CACHE_SECONDS = 2.0  # how long a process trusts what it read of the table
 MAX_ERROR = 300
 
@@ -280,6 +281,16 @@ def by_key(key: str | None) -> Backend | None:
     if provider not in SETTINGS:
         return None
     return next((b for b in configured(provider) if b.key == key), None)
+
+
+def down() -> list[str]:
+    """A line for each configured backend that does not answer, for the model menu."""
+    return [
+        f"{LABELS[provider]} server {state.backend.name} does not answer"
+        for provider in SETTINGS
+        for state in states(provider)
+        if not state.up
+    ]
 
 
 def health() -> list[dict[str, Any]]:

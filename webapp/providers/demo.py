@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from flask import current_app
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from webapp.providers.base import (
     ASPECT_RATIOS,
@@ -51,6 +51,28 @@ DEMO_MODEL = ModelSpec(
 )
 
 
+PREVIEW_SIDE = 256
+
+
+def _sketch(task: GenerationTask, side: int) -> Image.Image:
+    """The first output drawn small, for the previews of a paced run."""
+    params = task.params
+    width, height = int(params["width"]), int(params["height"])
+    scale = side / max(width, height)
+    small = (max(8, round(width * scale)), max(8, round(height * scale)))
+    drawing = render_image(task.prompt, int(params["seed"]), *small)
+    if "image" in task.inputs:
+        start = _fitted(task.inputs["image"].image(), small)
+        mask = _fitted(task.inputs["mask"].image(), small) if "mask" in task.inputs else None
+        drawing = over_input(drawing, start, float(params.get("prompt_strength", 0.8)), mask)
+    return drawing
+
+
+def _in_focus(sketch: Image.Image, done: float) -> Image.Image:
+    """The sketch blurred less and less as the steps go: the demo's partial drawing."""
+    return sketch.filter(ImageFilter.GaussianBlur(radius=12 * (1 - done)))
+
+
 def _fitted(picture: Image.Image, size: tuple[int, int]) -> Image.Image:
     """The picture at the output's size (untouched when it already has it)."""
     return picture if picture.size == size else picture.resize(size, Image.Resampling.LANCZOS)
@@ -84,10 +106,14 @@ class DemoProvider:
         params = task.params
         steps = int(params["num_inference_steps"])
         pause = float(current_app.config["DEMO_STEP_SECONDS"])
+        # A paced run shows its drawing coming into focus; an unpaced one is over at once.
+        sketch = _sketch(task, PREVIEW_SIDE) if pause > 0 else None
         for step in range(1, steps + 1):
             if pause > 0:
                 time.sleep(pause)
             task.report_progress(step / steps)
+            if sketch is not None and step < steps:
+                task.report_preview(_in_focus(sketch, step / steps))
         seed = int(params["seed"])
         size = (int(params["width"]), int(params["height"]))
         drawings = (
