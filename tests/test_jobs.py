@@ -21,8 +21,8 @@ from webapp.extensions import db, huey
 from webapp.media import media_root, store_image
 from webapp.models import DeliveryStatus, Job, JobStatus, Media, WebhookEvent, now_utc
 from webapp.queue import enqueue_job
-from webapp.signals import job_finished
 from webapp.runs import _Heartbeat
+from webapp.signals import job_finished
 from webapp.validation import JobCreate
 
 

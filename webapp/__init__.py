@@ -38,6 +38,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from webapp.database import MIGRATIONS, register_database, upgrade_schema
     from webapp.errors import register_errors
     from webapp.extensions import db, migrate
+    from webapp.facade import views as facade
     from webapp.pages import account as account_pages
     from webapp.ratelimit import register_rate_limits
     from webapp.security import register_security
@@ -50,7 +51,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         upgrade_schema(app)
     register_bodies(app)
     register_api(app)
-    register_security(app, api_blueprints())
+    app.register_blueprint(facade.bp)
+    register_security(app, [*api_blueprints(), facade.bp])
     app.register_blueprint(pages.bp)
     app.register_blueprint(account_pages.bp)
     register_rate_limits(app)

@@ -35,6 +35,7 @@ from webapp.config import auth_enabled
 from webapp.database import write_transaction
 from webapp.extensions import db
 from webapp.models import ApiKey, User, now_utc
+from webapp.paths import is_machine_path
 from webapp.ratelimit import SUBJECT_KEY, view_method
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -381,7 +382,7 @@ def identify() -> Response | None:
     """Find who is asking (accounts on); refuse API requests that may not go on."""
     if not auth_enabled(current_app.config):
         return None
-    if request.path.startswith("/api/"):
+    if is_machine_path(request.path):
         return _api_refusal()
     if request.endpoint == "static":
         return None

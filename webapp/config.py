@@ -50,6 +50,10 @@ class Defaults:
     # OpenAI (OPENAI_API_KEY enables it; OPENAI_BASE_URL for compatible servers; docs/openai.md).
     OPENAI_CONNECT_TIMEOUT = 5.0
     OPENAI_READ_TIMEOUT = 300.0  # an image call answers only when the pictures are done
+    # The OpenAI-compatible face (/v1): how long a request waits for its job, and where
+    # its jobs' webhooks go (none when empty).
+    OPENAI_WAIT_SECONDS = 300.0
+    OPENAI_WEBHOOK_URL = ""
     # Replicate (REPLICATE_API_TOKEN enables it; see docs/replicate.md).
     REPLICATE_POLL_SECONDS = 1.0  # between status checks of a running prediction
     REPLICATE_WAIT_SECONDS = 0  # >0: create with `Prefer: wait=N` (see docs for the trade-off)

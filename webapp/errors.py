@@ -18,8 +18,10 @@ from werkzeug.exceptions import (
 from webapp.accounts import QuotaUsed
 from webapp.auth import retry_after_midnight
 from webapp.bodies import LargerThanBesidesPictures
+from webapp.facade import errors as facade_errors
 from webapp.jobs import JobNotCancellable, JobNotFound
 from webapp.media import MediaExpired, MediaNotFound, StorageUnavailable
+from webapp.paths import is_facade_path, is_machine_path
 from webapp.uploads import UploadExpired, UploadNotFound, UploadTooLarge
 from webapp.validation import BodyNotJson, RequestInvalid
 from webapp.webhooks import DeliveryInProgress, NoWebhook
@@ -44,12 +46,17 @@ def request_id() -> str:
 
 def wants_json() -> bool:
     """API paths answer JSON; the pages answer HTML."""
-    return request.path.startswith("/api/")
+    return is_machine_path(request.path)
 
 
 def json_error(status: int, body: dict[str, Any]) -> Response:
-    """A JSON error answer carrying the request id."""
-    response = jsonify({**body, "request_id": request_id()})
+    """A JSON error answer carrying the request id (in OpenAI's shape on the face's paths,
+    with the id in the `X-Request-ID` header only)."""
+    if is_facade_path(request.path):
+        status, body = facade_errors.from_guide(status, body)
+        response = jsonify(body)
+    else:
+        response = jsonify({**body, "request_id": request_id()})
     response.status_code = status
     return response
 
@@ -104,6 +111,10 @@ def register_errors(app: Flask) -> None:
 
     for error, (status, detail) in DOMAIN_ERRORS.items():
         app.register_error_handler(error, _domain_handler(status, detail))
+
+    @app.errorhandler(facade_errors.FacadeError)
+    def facade_error(exc: facade_errors.FacadeError) -> Response:
+        return facade_errors.answer(exc.status, exc.message, exc.param, exc.code)
 
     @app.errorhandler(StorageUnavailable)
     def storage_unavailable(exc: StorageUnavailable) -> Any:

@@ -12,6 +12,7 @@ from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 
 from webapp.auth import register_auth, session_reaches_api_media
+from webapp.paths import is_machine_path
 from webapp.ratelimit import view_method
 
 csrf = CSRFProtect()
@@ -78,7 +79,7 @@ def guard_api_write() -> Response | None:
     """Refuse an API write from another site's page (403) or with a non-JSON body (415)."""
     from webapp.errors import json_error
 
-    if not request.path.startswith("/api/") or request.method not in WRITE_METHODS:
+    if not is_machine_path(request.path) or request.method not in WRITE_METHODS:
         return None
     reason = cross_site_reason()
     if reason:
@@ -101,7 +102,7 @@ def refuse_nul() -> Response | None:
 
     from webapp.errors import json_error
 
-    if request.path.startswith("/api/"):
+    if is_machine_path(request.path):
         if "\x00" in request.path:
             return json_error(404, {"detail": "Not found"})
         return None
@@ -139,7 +140,7 @@ class PagesSessionInterface(SecureCookieSessionInterface):
     """
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        if request.path.startswith("/api/") and not session_reaches_api_media():
+        if is_machine_path(request.path) and not session_reaches_api_media():
             return self.make_null_session(app)
         return super().open_session(app, request)
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 from flask import current_app
 
 from webapp.auth import signed
+from webapp.paths import API_PREFIX, FACADE_PREFIX
 
-API_PREFIX = "/api/v1"
+__all__ = ["API_PREFIX", "FACADE_PREFIX"]
 
 
 def public_base() -> str:
