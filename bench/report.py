@@ -66,7 +66,7 @@ def render(r: dict[str, Any], notes: str, previous: dict[str, Any] | None, histo
     L += _method(r)
     L += report_web.api(r) + report_web.status_key(r) + report_web.sweep(r) + report_web.pages(r)
     L += report_worker.start(r) + report_worker.queue(r) + report_worker.thumbs(r)
-    L += report_web.media(r) + report_web.uploads(r) + report_worker.rss(r)
+    L += report_web.media(r) + report_web.uploads(r) + report_web.facade(r) + report_worker.rss(r)
     L += ["## Notes", "", NOTES_START, notes.strip(), NOTES_END, ""]
     L += _history(r, figures, history)
     return "\n".join(L) + "\n"

@@ -345,3 +345,33 @@ def uploads(r: dict[str, Any]) -> list[str]:
             )
             L += ["", f"Other answers: {answers}."]
     return [*L, ""]
+
+
+def facade(r: dict[str, Any]) -> list[str]:
+    """The OpenAI face's overhead: from the job's completion to the answer's arrival."""
+    f = r.get("facade")
+    if not f or not f.get("samples"):
+        return []
+    bound = TARGETS["facade_overhead_p95"]
+    overheads = [s["overhead_ms"] for s in f["samples"]]
+    return [
+        "## OpenAI face: `POST /v1/images/generations`",
+        "",
+        f"{f['requests']} demo jobs at 128x128 asked for one after the other through the face, "
+        "with the worker running. Overhead: from the job's `completed_at` (written by the "
+        "worker, read from the database) to the answer's arrival at the client: noticing "
+        "the end (the face reads the status every 50 ms), reading the job, building and "
+        f"sending the answer. Target: p95 {bound.text()}.",
+        "",
+        row("", "p50", "p95", "max", "whole request, p50", "errors"),
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        row(
+            "completion -> answer",
+            ms(f["p50_ms"]),
+            ms(f["p95_ms"]),
+            ms(max(overheads)),
+            ms(f["total_p50_ms"]),
+            str(f["errors"]),
+        ),
+        "",
+    ]

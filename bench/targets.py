@@ -1,4 +1,4 @@
-"""The summary's figures and the 17 targets they are judged by, as one table.
+"""The summary's figures and the 18 targets they are judged by, as one table.
 
 `FIGURES` lists every line of the summary in order: its key (also the key of its value in
 the history), its name, and either a `Bound` it must keep or, for a figure reported without
@@ -102,6 +102,11 @@ FIGURES = (
     Figure("media_mb_s", "media download of {mb:.1f} MB", "vs the same file as a static file"),
     Figure("upload_mb_s", "upload of a {mb:.1f} MB PNG", "vs the media download"),
     Figure("upload_bomb_ms", "upload of a bomb refused (422), slowest of {count}", BOMB_MAX),
+    Figure(
+        "facade_overhead_p95",
+        "OpenAI face: job completed -> answer received, p95",
+        Bound("<", 100, " ms"),
+    ),
     Figure("rss_web", "RSS of web (master + workers) after {jobs:,} jobs", "reported"),
     Figure("rss_worker", "RSS of worker after {jobs:,} jobs", "reported"),
 )
@@ -132,7 +137,10 @@ def evaluate(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 def read(r: dict[str, Any]) -> dict[str, Reading]:
     """The value of every figure the results hold, by key."""
-    readers = (_throughput, _status_key, _slow_clients, _pages, _start, _worker, _media, _uploads)
+    readers = (
+        _throughput, _status_key, _slow_clients, _pages, _start, _worker, _media, _uploads,
+        _facade,
+    )  # fmt: skip
     return {k: v for reader in readers for k, v in reader(r).items()}
 
 
@@ -275,6 +283,16 @@ def _media(r: dict[str, Any]) -> dict[str, Reading]:
     st = med(m["runs"]["static"], "mb_per_s")
     shown = f"{dk:,.0f} MB/s vs {st:,.0f} MB/s static ({pct(dk / st if st else None)})"
     return {"media_mb_s": Reading(dk, shown, {"mb": m["size_bytes"] / 1e6})}
+
+
+def _facade(r: dict[str, Any]) -> dict[str, Reading]:
+    f = r.get("facade")
+    if not f or f.get("p95_ms") is None:
+        return {}
+    shown = f"{f['p95_ms']:.1f} ms (p50 {f['p50_ms']:.1f} ms over {len(f['samples'])} requests"
+    shown += f", {f['errors']} errors)" if f["errors"] else ")"
+    value = f["p95_ms"] if not f["errors"] else None  # a failed request is a miss
+    return {"facade_overhead_p95": Reading(value, shown)}
 
 
 def _uploads(r: dict[str, Any]) -> dict[str, Reading]:
