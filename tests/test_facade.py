@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import statistics
 import threading
 import time
@@ -20,6 +21,7 @@ import requests
 from PIL import Image
 
 from tests.procs import Stack, running_stack
+from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -285,3 +287,22 @@ def test_a_failed_generation_is_an_error_with_the_jobs_message(slow: Stack) -> N
     error = outcome.get("error")
     assert error is not None and error.status_code in (500, 502)
     assert job_id in error.body["message"]  # type: ignore[index]
+
+
+def test_jobs_made_through_the_face_send_their_webhooks(tmp_path: Path) -> None:
+    with Receiver() as hook:
+        env = {
+            "DARKROOM_OPENAI_WEBHOOK_URL": hook.url("/openai-jobs"),
+            "DARKROOM_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+        }
+        with running_stack(tmp_path, env=env) as site:
+            site.wait_for_worker()
+            client = openai.OpenAI(base_url=f"{site.base_url}/v1", api_key="k", max_retries=0)
+            client.images.generate(prompt="tell the hook", model="demo", size="128x128", user="u7")
+            (delivered,) = hook.wait_for(1)
+            payload = json.loads(delivered.body)
+            assert delivered.path == "/openai-jobs"
+            assert payload["status"] == "completed" and payload["media_url"]
+            job = site.status(payload["job_id"])
+            assert job["prompt"] == "tell the hook"
+            assert job["metadata"] == {"openai_user": "u7"}
