@@ -19,7 +19,10 @@ import pytest
 # before anything imports webapp. Each test still gets its own app database and media.
 _QUEUE_DIR = tempfile.mkdtemp(prefix="darkroom-queue-")
 os.environ["DARKROOM_INSTANCE_PATH"] = _QUEUE_DIR
-for _name in ("DATABASE_URL", "REDIS_URL", "REPLICATE_API_TOKEN", "DARKROOM_PUBLIC_URL"):
+for _name in (
+    "DATABASE_URL", "REDIS_URL", "REPLICATE_API_TOKEN", "REPLICATE_BASE_URL", "OPENAI_API_KEY",
+    "OPENAI_BASE_URL", "DARKROOM_PUBLIC_URL",
+):  # fmt: skip
     os.environ.pop(_name, None)
 
 from flask import Flask  # noqa: E402

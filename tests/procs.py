@@ -30,7 +30,10 @@ API = "/api/v1"
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 # Settings of the surrounding shell that would point the processes somewhere else.
-_FOREIGN_ENV = ("DATABASE_URL", "REDIS_URL", "REPLICATE_API_TOKEN", "REPLICATE_BASE_URL")
+_FOREIGN_ENV = (
+    "DATABASE_URL", "REDIS_URL", "REPLICATE_API_TOKEN", "REPLICATE_BASE_URL", "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+)  # fmt: skip
 
 
 def procfile_commands(path: Path = PROCFILE) -> dict[str, str]:

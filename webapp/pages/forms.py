@@ -230,7 +230,7 @@ def prefill(job: Job, *, new_seed: bool = False) -> dict[str, Any]:
 def ratio_class(job: Job) -> str:
     """The CSS aspect-ratio class of a job's picture before it exists (no layout shift)."""
     params = job.provider_parameters or {}
-    size = str(params.get("resize_to") or "")
+    size = str(params.get("resize_to") or params.get("size") or "")  # OpenAI's: "1536x1024"
     width, _, height = size.partition("x")
     if not (width.isdigit() and height.isdigit()):
         width, height = str(params.get("width") or ""), str(params.get("height") or "")
