@@ -20,6 +20,7 @@ import pytest
 import requests
 from PIL import Image
 
+from tests.fake_openai import FakeOpenAI
 from tests.procs import Stack, running_stack
 from tests.webhook_receiver import Receiver
 
@@ -306,3 +307,25 @@ def test_jobs_made_through_the_face_send_their_webhooks(tmp_path: Path) -> None:
             job = site.status(payload["job_id"])
             assert job["prompt"] == "tell the hook"
             assert job["metadata"] == {"openai_user": "u7"}
+
+
+def test_openais_own_models_answer_through_the_face_with_usage_and_revised_prompt(
+    tmp_path: Path,
+) -> None:
+    """Darkroom in front of OpenAI: the face's answer carries what OpenAI reported."""
+    with FakeOpenAI("sk-test-" + "k" * 20) as upstream:
+        env = {"OPENAI_API_KEY": upstream.key, "OPENAI_BASE_URL": upstream.base_url}
+        with running_stack(tmp_path, env=env) as site:
+            site.wait_for_worker()
+            client = openai.OpenAI(base_url=f"{site.base_url}/v1", api_key="k", max_retries=0)
+            dalle = client.images.generate(model="dall-e-3", prompt="a red kite")
+            assert dalle.data[0].revised_prompt
+            gpt = client.images.generate(
+                model="gpt-image-1", prompt="a blue kite", size="1024x1024",
+                response_format="b64_json",
+            )  # fmt: skip
+            assert gpt.usage is not None and gpt.usage.total_tokens > 0
+            assert Image.open(io.BytesIO(base64.b64decode(gpt.data[0].b64_json or ""))).size == (
+                1024,
+                1024,
+            )
