@@ -412,12 +412,14 @@ class TestUserWorkflows:
         assert [p["name"] for p in models["comfyui/invert"]["parameters"]] == [
             "output_format", "output_quality",
         ]  # fmt: skip
-        # Without its picture the job is warned at once and fails without reaching a server.
-        created = submit(client, model="comfyui/invert")
-        needs = "The comfyui/invert workflow needs an image: send `image`"
-        assert created["warnings"] == [needs]
-        failed = run_to_end(created["id"])
-        assert failed.status == "failed" and failed.error_message == needs
+        # Without its picture the job is refused at once (422) and reaches no server.
+        assert models["comfyui/invert"]["required_inputs"] == ["image"]
+        refused = client.post(
+            f"{API}/jobs/generate", json={"prompt": "x", "model": "comfyui/invert"}
+        )
+        assert refused.status_code == 422
+        (item,) = refused.get_json()["detail"]
+        assert (item["type"], item["loc"]) == ("input_required", ["body", "parameters", "image"])
         assert not fake.calls("prompt") and not fake.calls("upload")
 
         upload_id = upload(client, picture((123, 77), (10, 20, 30)))

@@ -320,6 +320,7 @@ def _is_semantic(error: dict[str, Any]) -> bool:
 NOT_A_PICTURE = frozenset({"file_empty", "image_type", "image_invalid", "image_too_large"})
 PICTURE_PROBLEMS = NOT_A_PICTURE | {
     "input_invalid",
+    "input_required",
     "input_not_found",
     "input_expired",
     "input_unsupported",

@@ -101,8 +101,9 @@ def _refused(kind: str, role: str, msg: str, reference: str | None) -> RequestIn
 
 
 def check_inputs(spec: ModelSpec, requested: dict[str, Any]) -> None:
-    """Refuse pictures the model cannot use (a picture must never be silently ignored) and
-    a mask without an image; `RequestInvalid` (422) lists every such problem."""
+    """Refuse pictures the model cannot use (a picture must never be silently ignored), the
+    absence of one it cannot run without, and a mask without an image; `RequestInvalid`
+    (422) lists every such problem."""
     problems = []
     for role in ROLES:
         if role in requested and role not in spec.inputs:
@@ -114,6 +115,17 @@ def check_inputs(spec: ModelSpec, requested: dict[str, Any]) -> None:
                     f"The {spec.id} model cannot use {'a mask' if role == 'mask' else 'an image'}"
                     f" ({takes}); choose a model that lists it in `inputs`",
                     _echo(str(requested[role])),
+                )
+            )
+    for role in spec.required_inputs:
+        if role not in requested:
+            problems.append(
+                error_item(
+                    "input_required",
+                    _loc(role),
+                    f"The {spec.id} model needs {'a mask' if role == 'mask' else 'an image'}: "
+                    f"send `{role}`",
+                    None,
                 )
             )
     if "mask" in requested and "image" not in requested:

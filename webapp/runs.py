@@ -111,7 +111,7 @@ def run_attempt(job_id: str) -> None:
     try:
         task.inputs = inputs.load_inputs(job_id)  # InputMissing if one was deleted meanwhile
         if provider.uses_backends:
-            task.backend = _backend_for(claim, spec)
+            task.backend = _backend_for(claim, spec, job.backend if job.provider_job_id else None)
         db.session.commit()  # no transaction stays open while the provider works
         images = provider.generate(task)
         # One line per provider run: an audit of what was paid for (the chaos test counts
@@ -162,11 +162,12 @@ def run_attempt(job_id: str) -> None:
         heartbeat.stopped.set()
 
 
-def _backend_for(claim: Claim, spec: ModelSpec) -> backends.Backend:
-    """The backend this attempt runs on (noted on the job), or a transient error when no
-    backend that offers the model answers now."""
+def _backend_for(claim: Claim, spec: ModelSpec, earlier: str | None) -> backends.Backend:
+    """The backend this attempt runs on (noted on the job): the one an earlier attempt left
+    its run on while it answers, else the least busy; a transient error when no backend
+    that offers the model answers now."""
     name = str(spec.extra["backend_model"])
-    backend = backends.choose(spec.provider, name)
+    backend = backends.choose(spec.provider, name, job_id=claim.job_id, resume_on=earlier)
     if backend is None:
         raise TransientProviderError(
             f"No {spec.provider} server that offers {name} answers now",

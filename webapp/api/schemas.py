@@ -349,6 +349,11 @@ class ModelSchema(ma.Schema):
         required=True,
         metadata={"description": "The pictures it takes as inputs; others are refused (422)"},
     )
+    required_inputs = fields.List(
+        fields.String(metadata={"enum": ["image", "mask"]}),
+        required=True,
+        metadata={"description": "The pictures it cannot run without (a job without is a 422)"},
+    )
     parameters = fields.List(fields.Nested(ParamSchema), required=True)
 
 

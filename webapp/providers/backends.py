@@ -199,25 +199,39 @@ def record_down(backend: Backend, error: str) -> datetime:
     return until
 
 
-def running_counts(provider: str) -> dict[str, int]:
-    """How many of our jobs run on each backend of the provider now, by backend key."""
+def running_counts(provider: str, besides: str | None = None) -> dict[str, int]:
+    """How many of our jobs run on each backend of the provider now, by backend key (the
+    job `besides`, which is choosing, not counted: it still names its last backend)."""
     rows = db.session.execute(
         select(Job.backend, func.count())
-        .where(Job.status == JobStatus.PROCESSING, Job.backend.like(f"{provider} %"))
+        .where(
+            Job.status == JobStatus.PROCESSING,
+            Job.backend.like(f"{provider} %"),
+            Job.id != (besides or ""),
+        )
         .group_by(Job.backend)
     ).all()
     db.session.rollback()
     return {str(key): int(count) for key, count in rows}
 
 
-def choose(provider: str, model_name: str) -> Backend | None:
+def choose(
+    provider: str, model_name: str, *, job_id: str | None = None, resume_on: str | None = None
+) -> Backend | None:
     """The usable backend that offers the model and runs the fewest of our jobs (the one
-    with fewer failures first on a tie, then the order of the setting), or None."""
+    that is up first on a tie, then the order of the setting), or None.
+
+    A job whose earlier attempt left work on a backend (`resume_on`, its key) goes back to
+    it while it is usable: the provider finds its run there instead of starting another.
+    """
     now = now_utc()
     candidates = [s for s in states(provider, fresh=True) if s.usable(now) and s.offers(model_name)]
     if not candidates:
         return None
-    busy = running_counts(provider)
+    for state in candidates:
+        if state.backend.key == resume_on:
+            return state.backend
+    busy = running_counts(provider, besides=job_id)
     best = min(
         enumerate(candidates),
         key=lambda pair: (busy.get(pair[1].backend.key, 0), not pair[1].up, pair[0]),

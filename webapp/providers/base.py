@@ -57,6 +57,9 @@ class ModelSpec:
     # The pictures it takes as inputs, by role ("image", "mask"); a job that sends one it
     # does not take is refused (422), never run without it.
     inputs: tuple[str, ...] = ()
+    # The pictures it cannot run without (a user workflow that loads an image): a job that
+    # lacks one is refused (422) at once.
+    required_inputs: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
     # Turns the resolved parameters into what the provider is sent (its own input names and
     # sizes), appending warnings; called with (resolved, requested, warnings). None: as is.
@@ -77,6 +80,7 @@ class ModelSpec:
             "description": self.description,
             "offline": self.offline,
             "inputs": list(self.inputs),
+            "required_inputs": list(self.required_inputs),
             "parameters": [p.as_dict() for p in self.params],
         }
 

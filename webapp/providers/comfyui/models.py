@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
 from typing import Any
 
 from webapp.providers.base import ASPECT_RATIOS, MAX_SEED, OUTPUT_FORMATS, ModelSpec, ParamSpec
@@ -150,18 +149,12 @@ def adapt_builtin(
     return sent
 
 
-def _adapt_workflow(
-    workflow: Workflow,
-) -> Callable[[dict[str, Any], dict[str, Any], list[str]], dict[str, Any]]:
-    def adapt(
-        resolved: dict[str, Any], requested: dict[str, Any], warnings: list[str]
-    ) -> dict[str, Any]:
-        for role in workflow.inputs:
-            if role not in requested:  # its placeholder cannot be filled: the run fails
-                warnings.append(needs_input(workflow.name, role))
-        return _sized(resolved)
-
-    return adapt
+def adapt_workflow(
+    resolved: dict[str, Any], requested: dict[str, Any], warnings: list[str]
+) -> dict[str, Any]:
+    """Our parameters as a user workflow's placeholder values (a job lacking a picture the
+    workflow loads was refused before this: `required_inputs`)."""
+    return _sized(resolved)
 
 
 def needs_input(workflow: str, role: str) -> str:
@@ -212,6 +205,7 @@ def workflow_model(
         params=_params(workflow.placeholders, 1024, samplers, schedulers),
         typical_seconds=30.0,
         inputs=workflow.inputs,
+        required_inputs=workflow.inputs,  # its placeholders must all be filled
         extra={"backend_model": workflow.backend_model, "workflow": workflow.name},
-        adapt=_adapt_workflow(workflow),
+        adapt=adapt_workflow,
     )
