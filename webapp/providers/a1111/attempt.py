@@ -32,8 +32,7 @@ from webapp.providers.base import (
     ProviderError,
     TransientProviderError,
 )
-from webapp.providers.replicate.models import RESIZE_KEY
-from webapp.providers.replicate.outputs import cover_fit, parse_size
+from webapp.providers.pictures import RESIZE_KEY, cover_fit, parse_size
 
 log = logging.getLogger(__name__)
 

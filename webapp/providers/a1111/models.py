@@ -24,7 +24,7 @@ from webapp.providers.base import (
     ModelSpec,
     ParamSpec,
 )
-from webapp.providers.replicate.models import RESIZE_KEY
+from webapp.providers.pictures import RESIZE_KEY
 
 PREFIX = "a1111/"
 MAX_ID = cast(String, Job.__table__.c.model.type).length or 64

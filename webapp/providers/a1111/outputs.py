@@ -12,8 +12,7 @@ from PIL import Image
 
 from webapp.providers.a1111.client import API_ERROR
 from webapp.providers.base import PermanentProviderError
-from webapp.providers.replicate.client import API_ERROR as REPLICATE_API_ERROR
-from webapp.providers.replicate.outputs import decode_image
+from webapp.providers.pictures import decode_image
 
 MAX_PIXELS = 4096 * 4096
 """Per picture: four times the largest size a job asks (2048x2048), so a server whose
@@ -27,12 +26,7 @@ def decode(text: str) -> Image.Image:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise PermanentProviderError(f"{API_ERROR}: a picture is not base64") from exc
-    try:
-        return decode_image(data, MAX_PIXELS)
-    except PermanentProviderError as exc:
-        # The check is Replicate's, and so is the name its messages start with.
-        message = API_ERROR + exc.message.removeprefix(REPLICATE_API_ERROR)
-        raise PermanentProviderError(message, details=exc.details) from None
+    return decode_image(data, MAX_PIXELS, API_ERROR, "a picture")
 
 
 def info_of(answer: dict[str, Any]) -> dict[str, Any]:

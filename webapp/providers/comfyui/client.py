@@ -9,9 +9,7 @@ refuses our credentials (401, 403) is `BackendDown`: the job moves to another se
 
 from __future__ import annotations
 
-import io
 import logging
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +19,7 @@ from PIL import Image
 
 from webapp.providers.backends import Backend, BackendDown
 from webapp.providers.base import PermanentProviderError, ProviderError, TransientProviderError
+from webapp.providers.pictures import decode_image
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,6 @@ MAX_OUTPUT_BYTES = 64 * 1024 * 1024  # per output file
 MAX_PIXELS = 50_000_000  # per picture, read from its header before decoding
 DOWN_STATUSES = (401, 403, 502, 503, 504)
 INPUT_SUBFOLDER = "darkroom"  # where our input pictures go in the server's input folder
-DECODABLE = ("PNG", "JPEG", "WEBP")
 _CHUNK = 64 * 1024
 
 
@@ -298,21 +296,4 @@ def _too_large() -> PermanentProviderError:
 def decode_picture(data: bytes, what: str) -> Image.Image:
     """Decode a picture the server sent (PNG, JPEG or WebP), refusing oversized or broken
     ones."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=DECODABLE)
-            if image.width * image.height > MAX_PIXELS:  # read from the header alone
-                raise PermanentProviderError(
-                    f"{API_ERROR}: {what} of {image.width}x{image.height} pixels is over the "
-                    f"limit of {MAX_PIXELS}"
-                )
-            image.load()
-    except PermanentProviderError:
-        raise
-    except Exception as exc:  # Pillow raises many kinds for corrupt files
-        raise PermanentProviderError(
-            f"{API_ERROR}: {what} is not a readable PNG, JPEG or WebP picture",
-            details={"reason": type(exc).__name__},
-        ) from exc
-    return image
+    return decode_image(data, MAX_PIXELS, API_ERROR, what)

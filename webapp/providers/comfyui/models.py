@@ -14,7 +14,7 @@ from typing import Any
 
 from webapp.providers.base import ASPECT_RATIOS, MAX_SEED, OUTPUT_FORMATS, ModelSpec, ParamSpec
 from webapp.providers.comfyui.workflows import Workflow
-from webapp.providers.replicate.models import RESIZE_KEY
+from webapp.providers.pictures import RESIZE_KEY
 
 PROVIDER = "comfyui"
 MAX_ID = 64  # what `POST /jobs/generate` accepts as a model id

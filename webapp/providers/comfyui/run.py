@@ -37,8 +37,7 @@ from webapp.providers.comfyui.client import (
 )
 from webapp.providers.comfyui.events import Dropped, Listener, Message, Preview
 from webapp.providers.comfyui.models import needs_input
-from webapp.providers.replicate.models import RESIZE_KEY
-from webapp.providers.replicate.outputs import cover_fit, parse_size
+from webapp.providers.pictures import RESIZE_KEY, cover_fit, parse_size
 
 log = logging.getLogger(__name__)
 

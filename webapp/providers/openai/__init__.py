@@ -20,8 +20,7 @@ from webapp.providers.base import GenerationTask, ModelSpec, PermanentProviderEr
 from webapp.providers.openai.client import API_ERROR, OpenAIClient, Settings
 from webapp.providers.openai.models import MODELS, request_fields
 from webapp.providers.openai.pictures import edit_files, pictures_of, report_of
-from webapp.providers.replicate.models import RESIZE_KEY
-from webapp.providers.replicate.outputs import cover_fit, parse_size
+from webapp.providers.pictures import RESIZE_KEY, cover_fit, parse_size
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import requests
 
 from webapp.providers.base import PermanentProviderError, ProviderError, TransientProviderError
-from webapp.providers.replicate.client import MAX_RETRY_AFTER, _retry_after
+from webapp.providers.pictures import MAX_RETRY_AFTER, retry_after_header
 
 API_ERROR = "OpenAI API error"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -209,7 +209,7 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
             seconds = math.nan
         if math.isfinite(seconds):
             return max(0.0, min(MAX_RETRY_AFTER, seconds))
-    return _retry_after(headers.get("Retry-After"))
+    return retry_after_header(headers.get("Retry-After"))
 
 
 def read_capped(response: requests.Response, cap: int) -> bytes:

@@ -18,7 +18,7 @@ from typing import Any
 
 from webapp.providers.base import ASPECT_RATIOS, ModelSpec, ParamSpec
 from webapp.providers.mapping import ratio_of
-from webapp.providers.replicate.models import RESIZE_KEY
+from webapp.providers.pictures import RESIZE_KEY
 
 GPT_IMAGE = "gpt-image-1"
 DALL_E_3 = "dall-e-3"

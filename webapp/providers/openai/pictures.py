@@ -13,8 +13,7 @@ from PIL import Image, ImageOps
 
 from webapp.providers.base import PermanentProviderError
 from webapp.providers.openai.client import API_ERROR, MAX_IMAGE_BYTES, MAX_PIXELS, OpenAIClient
-from webapp.providers.replicate.client import API_ERROR as REPLICATE_API_ERROR
-from webapp.providers.replicate.outputs import decode_image
+from webapp.providers.pictures import decode_image
 
 
 class InputPicture(Protocol):
@@ -67,12 +66,7 @@ def pictures_of(body: dict[str, Any], client: OpenAIClient) -> list[Image.Image]
 
 def decode(data: bytes) -> Image.Image:
     """A picture's bytes as an image (PNG, JPEG or WebP within the pixel cap)."""
-    try:
-        return decode_image(data, MAX_PIXELS)
-    except PermanentProviderError as exc:
-        # The check is Replicate's, and so is the name its messages start with.
-        message = API_ERROR + exc.message.removeprefix(REPLICATE_API_ERROR)
-        raise PermanentProviderError(message, details=exc.details) from None
+    return decode_image(data, MAX_PIXELS, API_ERROR)
 
 
 def report_of(body: dict[str, Any], request_id: str | None) -> dict[str, Any]:

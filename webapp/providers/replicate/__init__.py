@@ -24,15 +24,10 @@ from webapp.providers.base import (
     ProviderError,
     TransientProviderError,
 )
+from webapp.providers.pictures import RESIZE_KEY, cover_fit, parse_size
 from webapp.providers.replicate.client import API_ERROR, Gone, ReplicateClient, Settings
-from webapp.providers.replicate.models import INPUT_KEYS, MODELS, RESIZE_KEY, ROUTES
-from webapp.providers.replicate.outputs import (
-    cover_fit,
-    decode_image,
-    output_urls,
-    parse_progress,
-    parse_size,
-)
+from webapp.providers.replicate.models import INPUT_KEYS, MODELS, ROUTES
+from webapp.providers.replicate.outputs import decode_image, output_urls, parse_progress
 
 log = logging.getLogger(__name__)
 

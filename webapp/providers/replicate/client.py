@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import json
 import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -24,6 +22,7 @@ import requests
 
 from webapp import netguard
 from webapp.providers.base import PermanentProviderError, ProviderError, TransientProviderError
+from webapp.providers.pictures import retry_after_header
 from webapp.providers.replicate.models import Route
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,6 @@ log = logging.getLogger(__name__)
 API_ERROR = "Replicate API error"
 DEFAULT_BASE_URL = "https://api.replicate.com"
 MAX_DETAIL = 500
-MAX_RETRY_AFTER = 3600.0
 _CHUNK = 64 * 1024
 
 
@@ -285,31 +283,13 @@ class ReplicateClient:
                 self._redact(json.dumps(problem["invalid_fields"][:20]))
             )
         if code == 429:
-            retry_after = _retry_after(response.headers.get("Retry-After"))
+            retry_after = retry_after_header(response.headers.get("Retry-After"))
             return TransientProviderError(message, retry_after=retry_after, details=details)
         if code >= 500 or code == 408:
             return TransientProviderError(f"{message} (HTTP {code})", details=details)
         if code in (404, 410):
             return Gone(message, details=details)
         return PermanentProviderError(message, details=details)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return max(0.0, min(MAX_RETRY_AFTER, seconds))
 
 
 def _too_large(cap: int) -> PermanentProviderError:

@@ -14,8 +14,7 @@ from typing import Any
 
 from webapp.providers.base import ASPECT_RATIOS, MAX_SEED, ModelSpec, ParamSpec
 from webapp.providers.mapping import ratio_of
-
-RESIZE_KEY = "resize_to"
+from webapp.providers.pictures import RESIZE_KEY
 
 # What the FLUX.1 models render for each aspect ratio at one megapixel (16-pixel blocks).
 FLUX_SIZES: dict[str, tuple[int, int]] = {
