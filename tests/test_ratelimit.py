@@ -250,6 +250,9 @@ def test_limits_are_declared_on_the_views_and_documented_where_they_apply(
         ("pages.job_page", "GET"): ("RATE_LIMIT_POLL", "poll"),
         ("pages.gallery", "GET"): ("RATE_LIMIT_SEARCH", "search"),
         ("uploads.Uploads", "POST"): ("RATE_LIMIT_UPLOAD", "upload"),
+        # The OpenAI face's generations and edits make jobs: the creation bucket.
+        ("facade.generations", "POST"): ("RATE_LIMIT_CREATE", "create"),
+        ("facade.edits", "POST"): ("RATE_LIMIT_CREATE", "create"),
     }
     spec = client.get(f"{API}/openapi.json").get_json()
     documented = {
