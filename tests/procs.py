@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -34,6 +35,21 @@ _FOREIGN_ENV = (
     "DATABASE_URL", "REDIS_URL", "REPLICATE_API_TOKEN", "REPLICATE_BASE_URL", "OPENAI_API_KEY",
     "OPENAI_BASE_URL",
 )  # fmt: skip
+
+
+_PROVISION = """
+import json, sys
+from webapp import accounts, create_app
+wanted = json.loads(sys.stdin.read())
+with create_app().app_context():
+    for name, admin in wanted["users"]:
+        accounts.create_user(name, wanted["password"], admin=admin)
+    keys = []
+    for user, scopes, days in wanted["keys"]:
+        found = accounts.find_user(user)
+        keys.append(accounts.create_key(found, user + ": " + " ".join(scopes), scopes, days)[1])
+print(json.dumps(keys))
+"""
 
 
 def procfile_commands(path: Path = PROCFILE) -> dict[str, str]:
@@ -203,6 +219,29 @@ class Stack:
             text=True,
             timeout=timeout,
         )
+
+    def provision(
+        self,
+        users: list[tuple[str, bool]],
+        keys: list[tuple[str, tuple[str, ...], int | None]],
+        password: str,
+    ) -> list[str]:
+        """Users (name, admin) and keys (user, scopes, expiry days) made by the functions
+        behind the headless commands, in one process: set-up for tests of what keys do
+        (each command is a process that mostly imports the app; the commands themselves are
+        tested in tests/test_auth_api.py). Returns the keys."""
+        done = subprocess.run(
+            [str(VENV_BIN / "python"), "-c", _PROVISION],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            input=json.dumps({"password": password, "users": users, "keys": keys}),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        made: list[str] = json.loads(done.stdout.splitlines()[-1])
+        return made
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         """Start a worker process (the previous one, if any, is left alone)."""

@@ -28,7 +28,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.procs import API, PROJECT_ROOT, TERMINAL, VENV_BIN, Stack, running_stack
+from tests.procs import API, TERMINAL, Stack, running_stack
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.e2e
@@ -233,39 +233,11 @@ def key_of(output: str) -> str:
     return key
 
 
-PROVISION = """
-import json, sys
-from webapp import accounts, create_app
-wanted = json.loads(sys.stdin.read())
-with create_app().app_context():
-    for name, admin in wanted["users"]:
-        accounts.create_user(name, wanted["password"], admin=admin)
-    keys = []
-    for user, scopes, days in wanted["keys"]:
-        found = accounts.find_user(user)
-        keys.append(accounts.create_key(found, user + ": " + " ".join(scopes), scopes, days)[1])
-print(json.dumps(keys))
-"""
-
-
 def provision(
     stack: Stack, users: list[tuple[str, bool]], keys: list[tuple[str, tuple[str, ...], int | None]]
 ) -> list[str]:
-    """Users and keys made by the functions behind the headless commands, in one process:
-    set-up for tests of what keys do (each command is a process that mostly imports the app;
-    the commands themselves are tested below)."""
-    done = subprocess.run(
-        [str(VENV_BIN / "python"), "-c", PROVISION],
-        cwd=PROJECT_ROOT,
-        env=stack.env,
-        input=json.dumps({"password": PASSWORD, "users": users, "keys": keys}),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    made: list[str] = json.loads(done.stdout.splitlines()[-1])
-    return made
+    """Users (with this module's password) and keys, in one process (`Stack.provision`)."""
+    return stack.provision(users, keys, PASSWORD)
 
 
 def at_once(*calls: Callable[[], T]) -> list[T]:

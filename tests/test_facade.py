@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -169,41 +170,33 @@ def test_errors_never_take_the_guides_shape(stack: Stack) -> None:
     assert guide.status_code == 404 and set(guide.json()) == {"detail", "request_id"}
 
 
-def test_a_wait_that_runs_out_is_a_504_naming_the_job(tmp_path: Path) -> None:
-    env = {"DARKROOM_OPENAI_WAIT_SECONDS": "0.5"}
-    with running_stack(tmp_path, worker=False, env=env) as slow:
-        client = openai.OpenAI(base_url=f"{slow.base_url}/v1", api_key="k", max_retries=0)
+def test_a_wait_that_runs_out_is_a_504_and_a_rate_limit_a_429(tmp_path: Path) -> None:
+    """No worker and a short wait: the 504 names the job, which keeps its place; past the
+    creation limit the SDK raises its own RateLimitError."""
+    env = {"DARKROOM_OPENAI_WAIT_SECONDS": "0.5", "DARKROOM_RATE_LIMIT_CREATE": "2/minute"}
+    with running_stack(tmp_path, worker=False, env=env) as tight:
+        client = openai.OpenAI(base_url=f"{tight.base_url}/v1", api_key="k", max_retries=0)
         with pytest.raises(openai.InternalServerError) as caught:
             client.images.generate(prompt="never drawn", model="demo")
         assert caught.value.status_code == 504
-        job_id = slow.get("/api/v1/jobs").json()["jobs"][0]["id"]
+        job_id = tight.get("/api/v1/jobs").json()["jobs"][0]["id"]
         assert job_id in caught.value.body["message"]  # type: ignore[index]
-        assert slow.status(job_id)["status"] == "pending", "the job keeps its place"
-
-
-def test_a_rate_limit_is_the_sdks_rate_limit_error(tmp_path: Path) -> None:
-    env = {"DARKROOM_RATE_LIMIT_CREATE": "1/minute"}
-    with running_stack(tmp_path, env=env) as limited:
-        limited.wait_for_worker()
-        client = openai.OpenAI(base_url=f"{limited.base_url}/v1", api_key="k", max_retries=0)
-        client.images.generate(prompt="one", model="demo", size="128x128")
-        with pytest.raises(openai.RateLimitError) as caught:
-            client.images.generate(prompt="two", model="demo", size="128x128")
-        assert caught.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
-        assert int(caught.value.response.headers["Retry-After"]) >= 1
+        assert tight.status(job_id)["status"] == "pending", "the job keeps its place"
+        with pytest.raises(openai.InternalServerError):
+            client.images.generate(prompt="second", model="demo")  # 2 of 2
+        with pytest.raises(openai.RateLimitError) as limited:
+            client.images.generate(prompt="third", model="demo")
+        assert limited.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
+        assert int(limited.value.response.headers["Retry-After"]) >= 1
 
 
 def test_accounts_on_take_a_darkroom_key_with_the_generate_scope(tmp_path: Path) -> None:
     with running_stack(tmp_path, env={"DARKROOM_AUTH": "on"}) as site:
         site.wait_for_worker()
-        done = site.flask("users", "create", "owner", "--admin", stdin="a long password here\n")
-        assert done.returncode == 0, done.stderr
-
-        def key(*scopes: str) -> str:
-            args = [arg for scope in scopes for arg in ("--scope", scope)]
-            made = site.flask("keys", "create", "--user", "owner", "--name", "k", *args)
-            assert made.returncode == 0, made.stderr
-            return made.stdout.strip().splitlines()[-1]
+        read_only, generating = site.provision(
+            [("owner", True)], [("owner", ("read",), None), ("owner", ("generate",), None)],
+            "a long password here",
+        )  # fmt: skip
 
         def client(api_key: str) -> openai.OpenAI:
             return openai.OpenAI(base_url=f"{site.base_url}/v1", api_key=api_key, max_retries=0)
@@ -212,8 +205,8 @@ def test_accounts_on_take_a_darkroom_key_with_the_generate_scope(tmp_path: Path)
             with pytest.raises(openai.AuthenticationError):
                 client(wrong).images.generate(prompt="x", model="demo")
         with pytest.raises(openai.PermissionDeniedError):
-            client(key("read")).images.generate(prompt="x", model="demo")
-        result = client(key("generate")).images.generate(
+            client(read_only).images.generate(prompt="x", model="demo")
+        result = client(generating).images.generate(
             prompt="a signed picture", model="demo", size="128x128"
         )
         url = result.data[0].url or ""
@@ -290,42 +283,61 @@ def test_a_failed_generation_is_an_error_with_the_jobs_message(slow: Stack) -> N
     assert job_id in error.body["message"]  # type: ignore[index]
 
 
-def test_jobs_made_through_the_face_send_their_webhooks(tmp_path: Path) -> None:
-    with Receiver() as hook:
+@dataclass
+class Upstream:
+    """A stack in front of a fake OpenAI, whose face's jobs send webhooks to a receiver."""
+
+    site: Stack
+    hook: Receiver
+    openai_fake: FakeOpenAI
+
+    def client(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.site.base_url}/v1", api_key="k", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    with Receiver() as hook, FakeOpenAI("sk-test-" + "k" * 20) as fake:
         env = {
             "DARKROOM_OPENAI_WEBHOOK_URL": hook.url("/openai-jobs"),
             "DARKROOM_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+            "OPENAI_API_KEY": fake.key,
+            "OPENAI_BASE_URL": fake.base_url,
         }
-        with running_stack(tmp_path, env=env) as site:
+        with running_stack(tmp_path_factory.mktemp("upstream"), env=env) as site:
             site.wait_for_worker()
-            client = openai.OpenAI(base_url=f"{site.base_url}/v1", api_key="k", max_retries=0)
-            client.images.generate(prompt="tell the hook", model="demo", size="128x128", user="u7")
-            (delivered,) = hook.wait_for(1)
-            payload = json.loads(delivered.body)
-            assert delivered.path == "/openai-jobs"
-            assert payload["status"] == "completed" and payload["media_url"]
-            job = site.status(payload["job_id"])
-            assert job["prompt"] == "tell the hook"
-            assert job["metadata"] == {"openai_user": "u7"}
+            yield Upstream(site, hook, fake)
+
+
+def test_jobs_made_through_the_face_send_their_webhooks(upstream: Upstream) -> None:
+    upstream.client().images.generate(
+        prompt="tell the hook", model="demo", size="128x128", user="u7"
+    )
+    job_id = job_named(upstream.site, "tell the hook")
+
+    def delivered() -> Any:
+        for received in upstream.hook.requests:
+            payload = json.loads(received.body)
+            if payload.get("job_id") == job_id:
+                return received, payload
+        return None
+
+    received, payload = upstream.site.wait_until("the job's webhook", delivered)
+    assert received.path == "/openai-jobs"
+    assert payload["status"] == "completed" and payload["media_url"]
+    assert upstream.site.status(job_id)["metadata"] == {"openai_user": "u7"}
 
 
 def test_openais_own_models_answer_through_the_face_with_usage_and_revised_prompt(
-    tmp_path: Path,
+    upstream: Upstream,
 ) -> None:
     """Darkroom in front of OpenAI: the face's answer carries what OpenAI reported."""
-    with FakeOpenAI("sk-test-" + "k" * 20) as upstream:
-        env = {"OPENAI_API_KEY": upstream.key, "OPENAI_BASE_URL": upstream.base_url}
-        with running_stack(tmp_path, env=env) as site:
-            site.wait_for_worker()
-            client = openai.OpenAI(base_url=f"{site.base_url}/v1", api_key="k", max_retries=0)
-            dalle = client.images.generate(model="dall-e-3", prompt="a red kite")
-            assert dalle.data[0].revised_prompt
-            gpt = client.images.generate(
-                model="gpt-image-1", prompt="a blue kite", size="1024x1024",
-                response_format="b64_json",
-            )  # fmt: skip
-            assert gpt.usage is not None and gpt.usage.total_tokens > 0
-            assert Image.open(io.BytesIO(base64.b64decode(gpt.data[0].b64_json or ""))).size == (
-                1024,
-                1024,
-            )
+    client = upstream.client()
+    dalle = client.images.generate(model="dall-e-3", prompt="a red kite")
+    assert dalle.data[0].revised_prompt
+    gpt = client.images.generate(
+        model="gpt-image-1", prompt="a blue kite", size="1024x1024", response_format="b64_json"
+    )
+    assert gpt.usage is not None and gpt.usage.total_tokens > 0
+    picture = Image.open(io.BytesIO(base64.b64decode(gpt.data[0].b64_json or "")))
+    assert picture.size == (1024, 1024)

@@ -20,6 +20,12 @@ SCRIPT = textwrap.dedent(
 
     import flask, flask_migrate, flask_smorest, flask_sqlalchemy, huey, marshmallow  # noqa
     import PIL.Image, pydantic, requests, sqlalchemy, urllib3  # noqa
+    import alembic, apispec, flask_wtf, jinja2, limits, redis, swagger_ui, webargs  # noqa
+    import websocket, werkzeug, wtforms, yaml  # noqa
+    try:
+        import psycopg  # noqa: scaling out only; importing it once is what costs
+    except ImportError:
+        pass
 
     import webapp
     names = sorted(
