@@ -123,7 +123,7 @@ def run(bench: Bench) -> dict[str, Any]:
             a.duration + 10,
             lambda: throughput.generate_with_worker(bench, api),
         ),
-        ("openai face", facade.cost(bench), lambda: facade.measure(bench, api)),
+        ("openai face", facade.cost(bench), lambda: facade.measure(bench)),
     ]
     for name, cost, fn in on_the_api:
         if bench.fits(name, cost + 60):
