@@ -36,16 +36,15 @@ import io
 import json
 import random
 import socket
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image, ImageDraw
+
+from tests.fake_http import FakeHandler, FakeServer, Fault, json_or_raw
+from tests.fake_http import wait_until as wait_until  # tests import it from here
 
 SAMPLERS = ("DPM++ 2M", "Euler a", "Euler", "DDIM", "UniPC")
 SCHEDULERS = ("automatic", "uniform", "karras", "exponential", "sgm_uniform")
@@ -168,17 +167,6 @@ class Checkpoint:
 
 
 @dataclass
-class Fault:
-    """An injected answer for the next request(s) of one route."""
-
-    route: str
-    status: int = 0  # 0: no error answer (a hang only delays the normal one)
-    times: int = 1
-    hang: float = 0.0
-    body: Any = None
-
-
-@dataclass
 class Plan:
     """How the next run goes."""
 
@@ -216,7 +204,7 @@ class Recorded:
     body: Any
 
 
-class FakeA1111:
+class FakeA1111(FakeServer[Recorded]):
     """An AUTOMATIC1111 API on 127.0.0.1 for tests; start() it, point the setting at .url."""
 
     def __init__(
@@ -230,74 +218,32 @@ class FakeA1111:
         reports_task: bool = True,
         port: int = 0,
     ) -> None:
+        super().__init__()
         self.checkpoints = [
             Checkpoint(n, hashlib.sha256(n.encode()).hexdigest()[:10]) for n in checkpoints
         ]
         self.samplers, self.schedulers = samplers, schedulers
         self.auth, self.step_seconds, self.reports_task = auth, step_seconds, reports_task
-        self.changed = threading.Condition()  # guards everything below; notified on change
-        self.closing = threading.Event()
-        self.requests: list[Recorded] = []
-        self.faults: list[Fault] = []
         self.plans: list[Plan] = []
         self.runs: list[Run] = []
         self.current: Run | None = None
         self.last: Run | None = None  # A1111's state keeps the last run's flags until the next
         self.job_timestamp = "0"
         self.connections: set[socket.socket] = set()
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
-        self.server.daemon_threads = True
-        self.server.fake = self  # type: ignore[attr-defined]
-        self.server.handle_error = lambda request, address: None  # type: ignore[method-assign]
-        self.port = int(self.server.server_address[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._stop_lock = threading.Lock()
-        self.stopped = False
+        self.serve(_Handler, port)
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self) -> FakeA1111:
-        self._thread.start()
-        return self
-
     def stop(self) -> None:
         """Go away as a killed server does: refuse new connections, drop every open one."""
-        with self._stop_lock:
-            if self.stopped:
-                return
-            self.stopped = True
-        self.closing.set()
-        with self.changed:
-            self.changed.notify_all()
-        if self._thread.is_alive():
-            self.server.shutdown()
-        self.server.server_close()
+        super().stop()
         with self.changed:
             open_ones = list(self.connections)
         for sock in open_ones:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    def __enter__(self) -> FakeA1111:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # -- knobs ----------------------------------------------------------------------------
-
-    def fail(self, route: str, status: int, *, times: int = 1, body: Any = None) -> None:
-        """Answer the next `times` requests of a route with an error status."""
-        with self.changed:
-            self.faults.append(Fault(route, status, times, body=body))
-
-    def hang(self, route: str, seconds: float, *, times: int = 1) -> None:
-        """Hold the next `times` requests of a route for `seconds` before answering."""
-        with self.changed:
-            self.faults.append(Fault(route, 0, times, hang=seconds))
 
     def plan_next(self, **plan: Any) -> None:
         """Decide how the next run goes (see `Plan`)."""
@@ -306,40 +252,12 @@ class FakeA1111:
 
     # -- what happened --------------------------------------------------------------------
 
-    def calls(self, route: str) -> list[Recorded]:
-        """The requests received for a route, in order."""
-        with self.changed:
-            return [r for r in self.requests if r.route == route]
-
-    def wait_for(self, what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
-        """Wait until `check()` (called with the fake's lock held) returns something true."""
-        with self.changed:
-            result = self.changed.wait_for(check, timeout)
-        if not result:
-            raise AssertionError(f"timed out waiting for {what}")
-        return result
-
     def running(self) -> Run | None:
         """The run on the server's GPU right now."""
         with self.changed:
             return self.current
 
     # -- behaviour, called by the handler -------------------------------------------------
-
-    def record(self, request: Recorded) -> None:
-        with self.changed:
-            self.requests.append(request)
-            self.changed.notify_all()
-
-    def take_fault(self, route: str) -> Fault | None:
-        with self.changed:
-            for fault in self.faults:
-                if fault.route == route and fault.times > 0:
-                    fault.times -= 1
-                    if fault.times == 0:
-                        self.faults.remove(fault)
-                    return fault
-        return None
 
     def checkpoint(self, name: str) -> Checkpoint | None:
         return next((c for c in self.checkpoints if name in c.aliases()), None)
@@ -551,10 +469,7 @@ def _image_bytes(value: Any) -> bytes | None:
     return data
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as requests' sessions use it
-    disable_nagle_algorithm = True
-
+class _Handler(FakeHandler):
     @property
     def fake(self) -> FakeA1111:
         return self.server.fake  # type: ignore[attr-defined]
@@ -570,22 +485,8 @@ class _Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             super().finish()
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: tests read `fake.requests` instead."""
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
     def _dispatch(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body: Any = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw
+        body = json_or_raw(self._read_raw())  # JSON only: A1111's API takes no multipart
         parts = urlsplit(self.path)
         route = ROUTES.get((method, parts.path), "?")
         query, authorization = parse_qs(parts.query), self.headers.get("Authorization")
@@ -593,7 +494,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.fake.closing.is_set():
             return self._drop()
         fault = self.fake.take_fault(route)
-        if fault is not None and fault.hang and self.fake.closing.wait(fault.hang):
+        if self.fake.delayed(fault):
             return self._drop()
         refusal = self._refused_credentials()
         if refusal is not None:
@@ -652,19 +553,6 @@ class _Handler(BaseHTTPRequestHandler):
         """Leave without answering: the connection closes, as a dead server's does."""
         self.close_connection = True
 
-    def _send(self, status: int, data: bytes, content_type: str, **headers: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in headers.items():
-            self.send_header(name.replace("_", "-"), value)
-        self.end_headers()
-        with contextlib.suppress(OSError):  # the client gave up waiting (a hang)
-            self.wfile.write(data)
-
-    def _json(self, status: int, body: Any, **headers: str) -> None:
-        self._send(status, json.dumps(body).encode(), "application/json", **headers)
-
     def _fault(self, fault: Fault) -> None:
         if fault.status in (502, 503, 504) and fault.body is None:
             # A proxy's page for a server behind it that is gone.
@@ -674,15 +562,3 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             body = OUT_OF_MEMORY if fault.status == 500 else {"detail": f"HTTP {fault.status}"}
         self._json(fault.status, body)
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll `check` until it returns something true (for what the fake cannot announce,
-    such as a row another process writes)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")

@@ -36,16 +36,14 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image, ImageDraw, ImageOps
 from websockets.sync.server import Server, ServerConnection, serve
 
-from tests.fake_replicate import _multipart
+from tests.fake_http import FakeHandler, FakeServer
 
 CHECKPOINTS = ("sd_xl_base_1.0.safetensors", "v1-5-pruned-emaonly.safetensors")
 SAMPLERS = ("euler", "euler_ancestral", "dpmpp_2m", "ddim")
@@ -156,17 +154,6 @@ def object_info(
 
 
 @dataclass
-class Fault:
-    """An injected answer for the next request(s) of one route."""
-
-    route: str
-    status: int = 0  # 0: no error answer (a hang only delays the normal one)
-    times: int = 1
-    hang: float = 0.0
-    body: Any = None
-
-
-@dataclass
 class Plan:
     """How the next queued prompt will run."""
 
@@ -246,7 +233,7 @@ class State:
     counter: int = 0
 
 
-class FakeComfyUI:
+class FakeComfyUI(FakeServer[Recorded]):
     """A ComfyUI server on 127.0.0.1 for tests; `start()` it and point COMFYUI_URLS at .url."""
 
     def __init__(
@@ -259,16 +246,12 @@ class FakeComfyUI:
         missing_nodes: tuple[str, ...] = (),
         auth: tuple[str, str] | None = None,
     ) -> None:
+        super().__init__()
         self.checkpoints, self.step_seconds = checkpoints, step_seconds
         self.websocket, self.previews = websocket, previews
         self.missing_nodes, self.auth = missing_nodes, auth
-        self.lock = threading.RLock()
-        self.changed = threading.Condition(self.lock)
-        self.closing = threading.Event()
         self.dead = False
         self.state = State()
-        self.requests: list[Recorded] = []
-        self.faults: list[Fault] = []
         self.plans: list[Plan] = []
         self.hold_after: int | None = None  # samplers wait after this step until released
         self.websocket_clients: list[str] = []  # client ids whose websocket was accepted
@@ -315,12 +298,6 @@ class FakeComfyUI:
         if self._serving.is_alive():
             self._serving.join(5)
 
-    def __enter__(self) -> FakeComfyUI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def settings(self) -> dict[str, Any]:
         """App settings that send the ComfyUI models here, with short timeouts."""
         return {
@@ -330,16 +307,6 @@ class FakeComfyUI:
         }
 
     # -- knobs ----------------------------------------------------------------------------
-
-    def fail(self, route: str, status: int, *, times: int = 1, body: Any = None) -> None:
-        """Answer the next `times` requests of a route with an error status."""
-        with self.lock:
-            self.faults.append(Fault(route, status, times, body=body))
-
-    def hang(self, route: str, seconds: float, *, times: int = 1) -> None:
-        """Hold the next `times` requests of a route for `seconds` before answering."""
-        with self.lock:
-            self.faults.append(Fault(route, 0, times, hang=seconds))
 
     def plan_next(self, **plan: Any) -> None:
         """Decide how the next queued prompt runs (see `Plan`)."""
@@ -367,19 +334,6 @@ class FakeComfyUI:
                 connection.socket.shutdown(socket.SHUT_RDWR)
 
     # -- what happened --------------------------------------------------------------------
-
-    def calls(self, route: str) -> list[Recorded]:
-        """The requests received for a route, in order."""
-        with self.lock:
-            return [r for r in self.requests if r.route == route]
-
-    def wait_for(self, what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
-        """Wait until `check()` (called under the lock at each change) returns something."""
-        with self.changed:
-            result = self.changed.wait_for(check, timeout)
-        if not result:
-            raise AssertionError(f"timed out waiting for {what}")
-        return result
 
     def queue_foreign(self, graph: dict[str, Any], client_id: str = "someone-else") -> str:
         """Queue a prompt as another client of the server would (for queue tests)."""
@@ -652,7 +606,7 @@ class FakeComfyUI:
 
     def _ws_request(self, connection: ServerConnection, request: Any) -> Any:
         path = urlsplit(request.path)
-        self.record("GET", path.path, "ws", dict(parse_qsl(path.query)), None)
+        self.record(Recorded("GET", path.path, "ws", dict(parse_qsl(path.query)), None))
         fault = self.take_fault("ws")
         if self.dead:
             return connection.respond(503, "503: Service Unavailable\n")
@@ -727,21 +681,6 @@ class FakeComfyUI:
         finally:
             with self.server.lock:
                 self.server.handler_threads.discard(threading.current_thread())
-
-    def record(self, method: str, path: str, route: str, query: dict[str, str], body: Any) -> None:
-        with self.changed:
-            self.requests.append(Recorded(method, path, route, query, body))
-            self.changed.notify_all()
-
-    def take_fault(self, route: str) -> Fault | None:
-        with self.lock:
-            for fault in self.faults:
-                if fault.route == route and fault.times > 0:
-                    fault.times -= 1
-                    if fault.times == 0:
-                        self.faults.remove(fault)
-                    return fault
-        return None
 
     def info(self) -> dict[str, Any]:
         with self.lock:
@@ -937,41 +876,20 @@ def _route(method: str, path: str) -> str:
     return routes.get((method, path), "?")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as requests' sessions use it
-    disable_nagle_algorithm = True
-    wbufsize = 64 * 1024
-
+class _Handler(FakeHandler):
     def __init__(self, sock: socket.socket, address: Any, fake: FakeComfyUI) -> None:
         self.fake = fake
         super().__init__(sock, address, None)  # type: ignore[arg-type]
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: tests read `fake.requests` instead."""
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def _handle(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        if self.headers.get_content_type() == "multipart/form-data":
-            body: Any = _multipart(self.headers.get("Content-Type", ""), raw)
-        else:
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                body = raw
+    def _dispatch(self, method: str) -> None:
+        body = self._read_body()
         parts = urlsplit(self.path)
         route = _route(method, parts.path)
         query = dict(parse_qsl(parts.query))
         fake = self.fake
-        fake.record(method, parts.path, route, query, body)
+        fake.record(Recorded(method, parts.path, route, query, body))
         fault = fake.take_fault(route)
-        if fault is not None and fault.hang and fake.closing.wait(fault.hang):
+        if fake.delayed(fault):
             return  # the fake is going away
         if fault is not None and fault.status:
             return self._json(fault.status, fault.body if fault.body is not None else {})
@@ -981,17 +899,6 @@ class _Handler(BaseHTTPRequestHandler):
         if handler is None:
             return self._send(404, b"404: Not Found", "text/plain")
         handler(parts.path, query, body)
-
-    def _send(self, status: int, data: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        with contextlib.suppress(OSError):
-            self.wfile.write(data)
-
-    def _json(self, status: int, body: Any) -> None:
-        self._send(status, json.dumps(body).encode(), "application/json")
 
     def _object_info(self, path: str, query: dict[str, str], body: Any) -> None:
         info = self.fake.info()

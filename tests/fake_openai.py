@@ -21,19 +21,15 @@ plans decide how the next answer goes. Every request is recorded, multipart file
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
-import json
 import secrets
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from PIL import Image, ImageDraw
 
-from tests.fake_replicate import _multipart
+from tests.fake_http import FakeHandler, FakeServer, Fault, Gate, json_or_raw, multipart
 
 GPT_IMAGE_SIZES = ("1024x1024", "1536x1024", "1024x1536", "auto")
 DALL_E_3_SIZES = ("1024x1024", "1792x1024", "1024x1792")
@@ -118,28 +114,6 @@ REFUSALS = {
 
 
 @dataclass
-class Fault:
-    """An injected answer (or delay) for the next request(s) of one route."""
-
-    route: str
-    status: int = 0  # 0: no error answer (a hang only delays the normal one)
-    times: int = 1
-    hang: float = 0.0
-    retry_after: str | None = None
-    retry_after_ms: str | None = None
-    body: dict[str, Any] | None = None
-    gate: Gate | None = None
-
-
-@dataclass
-class Gate:
-    """A request held until the test releases it: `arrived` is set when it comes in."""
-
-    arrived: threading.Event = field(default_factory=threading.Event)
-    release: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass
 class Plan:
     """How the next successful answer goes."""
 
@@ -168,49 +142,18 @@ class Recorded:
         return dict(self.body) if isinstance(self.body, dict) else dict(self.form)
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeServer[Recorded]):
     """OpenAI's Images API on 127.0.0.1; start() it, point OPENAI_BASE_URL at .base_url."""
 
     def __init__(self, key: str, *, prefix: str = "/v1", answer_seconds: float = 0.0) -> None:
+        super().__init__()
         self.key, self.prefix, self.answer_seconds = key, prefix.rstrip("/"), answer_seconds
-        self.lock = threading.Lock()
-        self.closing = threading.Event()
-        self.requests: list[Recorded] = []
-        self.faults: list[Fault] = []
         self.plans: list[Plan] = []
         self.files: dict[str, tuple[bytes, str, int | None]] = {}
         self.answers: list[dict[str, Any]] = []  # every successful answer body, in order
         self.count = 0
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.daemon_threads = True
-        self.server.fake = self  # type: ignore[attr-defined]
-        self.server.handle_error = lambda request, address: None  # type: ignore[method-assign]
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.serve(_Handler)
         self.base_url = self.url + self.prefix
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-
-    # -- lifecycle ------------------------------------------------------------------------
-
-    def start(self) -> FakeOpenAI:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.closing.set()  # wakes hanging and held handlers
-        with self.lock:
-            for fault in self.faults:
-                if fault.gate is not None:
-                    fault.gate.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def settings(self) -> dict[str, Any]:
         """App settings that send the OpenAI models here, with short timeouts."""
@@ -238,28 +181,21 @@ class FakeOpenAI:
         `code`, see `REFUSALS`, or `body`)."""
         if code is not None:
             body = REFUSALS[code]
-        with self.lock:
-            self.faults.append(
-                Fault(
-                    route,
-                    status,
-                    times,
-                    retry_after=retry_after,
-                    retry_after_ms=retry_after_ms,
-                    body=body,
-                )
+        self.add_fault(
+            Fault(
+                route,
+                status,
+                times,
+                retry_after=retry_after,
+                retry_after_ms=retry_after_ms,
+                body=body,
             )
-
-    def hang(self, route: str, seconds: float, *, times: int = 1) -> None:
-        """Hold the next `times` requests of a route for `seconds` before answering."""
-        with self.lock:
-            self.faults.append(Fault(route, 0, times, hang=seconds))
+        )
 
     def hold(self, route: str) -> Gate:
         """Hold the next request of a route until the test sets the gate's `release`."""
         gate = Gate()
-        with self.lock:
-            self.faults.append(Fault(route, 0, 1, gate=gate))
+        self.add_fault(Fault(route, 0, 1, gate=gate))
         return gate
 
     def plan_next(self, **plan: Any) -> None:
@@ -267,28 +203,7 @@ class FakeOpenAI:
         with self.lock:
             self.plans.append(Plan(**plan))
 
-    # -- what happened --------------------------------------------------------------------
-
-    def calls(self, route: str) -> list[Recorded]:
-        """The requests received for a route, in order."""
-        with self.lock:
-            return [r for r in self.requests if r.route == route]
-
     # -- behaviour, called by the handler -------------------------------------------------
-
-    def record(self, request: Recorded) -> None:
-        with self.lock:
-            self.requests.append(request)
-
-    def take_fault(self, route: str) -> Fault | None:
-        with self.lock:
-            for fault in self.faults:
-                if fault.route == route and fault.times > 0:
-                    fault.times -= 1
-                    if fault.times == 0:
-                        self.faults.remove(fault)
-                    return fault
-        return None
 
     def take_plan(self) -> Plan:
         with self.lock:
@@ -432,52 +347,30 @@ def _typed(form: dict[str, str]) -> dict[str, Any]:
     }
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    wbufsize = 64 * 1024
-
+class _Handler(FakeHandler):
     @property
     def fake(self) -> FakeOpenAI:
         return self.server.fake  # type: ignore[attr-defined]
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: tests read `fake.requests` instead."""
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
     def _dispatch(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self._read_raw()
         path = self.path.split("?")[0]
         route = self._route(method, path)
         content_type = self.headers.get_content_type()
         recorded = Recorded(method, path, route, self.headers.get("Authorization"), content_type)
         if content_type == "multipart/form-data":
-            for name, (filename, ctype, data) in _multipart(
+            for name, (filename, ctype, data) in multipart(
                 self.headers.get("Content-Type", ""), raw
             ).items():
                 if filename is None:
                     recorded.form[name] = data.decode()
                 else:
                     recorded.files[name] = (filename, ctype, data)
-        elif raw:
-            try:
-                recorded.body = json.loads(raw)
-            except ValueError:
-                recorded.body = raw
+        else:
+            recorded.body = json_or_raw(raw)
         self.fake.record(recorded)
         fault = self.fake.take_fault(route)
-        if fault is not None and fault.gate is not None:
-            fault.gate.arrived.set()
-            fault.gate.release.wait(30)
-            if self.fake.closing.is_set():
-                return
-        if fault is not None and fault.hang and self.fake.closing.wait(fault.hang):
+        if self.fake.delayed(fault):
             return  # the fake is stopping
         if fault is not None and fault.status:
             return self._fault(fault)
@@ -504,19 +397,10 @@ class _Handler(BaseHTTPRequestHandler):
         return "?"
 
     def _send(self, status: int, data: bytes, content_type: str, **headers: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        if "Content_Length" not in headers:
-            self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-request-id", f"req_{secrets.token_hex(8)}")
-        for name, value in headers.items():
-            self.send_header(name.replace("_", "-"), value)
-        self.end_headers()
-        with contextlib.suppress(OSError):  # the client gave up (a hang, a refused size)
-            self.wfile.write(data)
-
-    def _json(self, status: int, body: Any, **headers: str) -> None:
-        self._send(status, json.dumps(body).encode(), "application/json", **headers)
+        """Every OpenAI answer carries a request id."""
+        super()._send(
+            status, data, content_type, x_request_id=f"req_{secrets.token_hex(8)}", **headers
+        )
 
     def _fault(self, fault: Fault) -> None:
         default = {429: "rate_limit_exceeded", 500: "server_error"}.get(fault.status)

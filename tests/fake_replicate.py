@@ -24,23 +24,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-import email.parser
-import email.policy
 import hashlib
 import io
-import json
 import re
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from PIL import Image, ImageDraw
+
+from tests.fake_http import FakeHandler, FakeServer, Fault, wait_until
+from tests.fake_http import multipart as _multipart  # noqa: F401  (tests import it from here)
 
 ASPECT = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
 FLUX_SIZES = {
@@ -149,18 +146,6 @@ def _iso(moment: float | None) -> str | None:
 
 
 @dataclass
-class Fault:
-    """An injected answer for the next request(s) of one route."""
-
-    route: str
-    status: int = 0  # 0: no error answer (a hang only delays the normal one)
-    times: int = 1
-    hang: float = 0.0
-    retry_after: str | None = None
-    body: dict[str, Any] | None = None
-
-
-@dataclass
 class Plan:
     """How the next created prediction will go."""
 
@@ -223,7 +208,7 @@ class Recorded:
     body: Any
 
 
-class FakeReplicate:
+class FakeReplicate(FakeServer[Recorded]):
     """A Replicate API on 127.0.0.1 for tests; start() it, point REPLICATE_BASE_URL at .url."""
 
     def __init__(
@@ -234,44 +219,17 @@ class FakeReplicate:
         run_seconds: float = 0.08,
         output_ttl: float = 3600.0,
     ) -> None:
+        super().__init__()
         self.token = token
         self.start_seconds, self.run_seconds, self.output_ttl = (
             start_seconds,
             run_seconds,
             output_ttl,
         )
-        self.lock = threading.Lock()
-        self.closing = threading.Event()
         self.predictions: dict[str, Prediction] = {}
         self.files: dict[str, UploadedFile] = {}
-        self.requests: list[Recorded] = []
-        self.faults: list[Fault] = []
         self.plans: list[Plan] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.daemon_threads = True
-        self.server.fake = self  # type: ignore[attr-defined]
-        self.server.handle_error = lambda request, address: None  # type: ignore[method-assign]
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-
-    # -- lifecycle ------------------------------------------------------------------------
-
-    def start(self) -> FakeReplicate:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.closing.set()  # wakes hanging handlers
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self) -> FakeReplicate:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.serve(_Handler)
 
     def settings(self) -> dict[str, Any]:
         """App settings that send Replicate's models here, with short timeouts."""
@@ -295,13 +253,7 @@ class FakeReplicate:
         body: dict[str, Any] | None = None,
     ) -> None:
         """Answer the next `times` requests of a route with an error status."""
-        with self.lock:
-            self.faults.append(Fault(route, status, times, retry_after=retry_after, body=body))
-
-    def hang(self, route: str, seconds: float, *, times: int = 1) -> None:
-        """Hold the next `times` requests of a route for `seconds` before answering."""
-        with self.lock:
-            self.faults.append(Fault(route, 0, times, hang=seconds))
+        self.add_fault(Fault(route, status, times, retry_after=retry_after, body=body))
 
     def plan_next(self, **plan: Any) -> None:
         """Decide how the next created prediction goes (see `Plan`)."""
@@ -319,11 +271,6 @@ class FakeReplicate:
 
     # -- what happened --------------------------------------------------------------------
 
-    def calls(self, route: str) -> list[Recorded]:
-        """The requests received for a route, in order."""
-        with self.lock:
-            return [r for r in self.requests if r.route == route]
-
     @property
     def created(self) -> list[Prediction]:
         """Predictions created, in order."""
@@ -335,30 +282,11 @@ class FakeReplicate:
             return self.predictions[prediction_id].status_at(time.time())
 
     def wait_for(self, what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
-        """Poll `check` until it returns something true."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = check()
-            if result:
-                return result
-            time.sleep(0.01)
-        raise AssertionError(f"timed out waiting for {what}")
+        """Poll `check` until it returns something true: predictions move by the clock,
+        so no change is announced to wait on."""
+        return wait_until(what, check, timeout)
 
     # -- behaviour, called by the handler -------------------------------------------------
-
-    def record(self, request: Recorded) -> None:
-        with self.lock:
-            self.requests.append(request)
-
-    def take_fault(self, route: str) -> Fault | None:
-        with self.lock:
-            for fault in self.faults:
-                if fault.route == route and fault.times > 0:
-                    fault.times -= 1
-                    if fault.times == 0:
-                        self.faults.remove(fault)
-                    return fault
-        return None
 
     def create(
         self,
@@ -676,48 +604,13 @@ _FILE = re.compile(r"^/files/([a-z0-9]+)/([\w.-]+)$")
 _FILE_INFO = re.compile(r"^/v1/files/([a-z0-9]+)$")
 
 
-def _multipart(content_type: str, raw: bytes) -> dict[str, tuple[str | None, str, bytes]]:
-    """A multipart body's parts: name → (file name, content type, bytes)."""
-    message = email.parser.BytesParser(policy=email.policy.default).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + raw
-    )
-    parts = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if name:
-            payload = part.get_payload(decode=True) or b""
-            parts[str(name)] = (part.get_filename(), part.get_content_type(), payload)
-    return parts
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as requests' sessions use it
-    disable_nagle_algorithm = True  # headers and body leave at once, no delayed-ACK stalls
-    wbufsize = 64 * 1024
-
+class _Handler(FakeHandler):
     @property
     def fake(self) -> FakeReplicate:
         return self.server.fake  # type: ignore[attr-defined]
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: tests read `fake.requests` instead."""
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
     def _dispatch(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        if self.headers.get_content_type() == "multipart/form-data":
-            body: Any = _multipart(self.headers.get("Content-Type", ""), raw)
-        else:
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                body = raw
+        body = self._read_body()
         path = self.path.split("?")[0]
         route = _route(method, path)
         headers = self.headers
@@ -725,7 +618,7 @@ class _Handler(BaseHTTPRequestHandler):
             Recorded(method, path, route, headers.get("Authorization"), headers.get("Prefer"), body)
         )
         fault = self.fake.take_fault(route)
-        if fault is not None and fault.hang and self.fake.closing.wait(fault.hang):
+        if self.fake.delayed(fault):
             return  # the fake is stopping
         if fault is not None and fault.status:
             self._fault(fault)
@@ -745,19 +638,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._file_info(path)
         else:
             self._json(404, NOT_FOUND)
-
-    def _send(self, status: int, data: bytes, content_type: str, **headers: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in headers.items():
-            self.send_header(name.replace("_", "-"), value)
-        self.end_headers()
-        with contextlib.suppress(OSError):  # the client gave up waiting (a hang)
-            self.wfile.write(data)
-
-    def _json(self, status: int, body: Any, **headers: str) -> None:
-        self._send(status, json.dumps(body).encode(), "application/json", **headers)
 
     def _fault(self, fault: Fault) -> None:
         title = TITLES.get(fault.status, "Error")
